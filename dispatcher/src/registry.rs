@@ -1,0 +1,87 @@
+//! The deployed functions: each manifest's spec with its compiled module, and the route table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::manifest::{FunctionSpec, ManifestError, ManifestErrors};
+use crate::route::RouteTable;
+use crate::runtime::{Prepared, Runtime};
+
+/// One deployed function.
+pub struct Function {
+    /// The name, shared with every log line and invocation.
+    pub name: Arc<str>,
+    /// What its manifest says.
+    pub spec: FunctionSpec,
+    /// The compiled, pre-linked module.
+    pub module: Prepared,
+    /// Caps the instances in flight at `limits.max_concurrency`.
+    pub permits: Arc<Semaphore>,
+}
+
+/// Everything that is deployed.
+#[derive(Default)]
+pub struct Registry {
+    /// By name.
+    pub functions: BTreeMap<String, Arc<Function>>,
+    /// HTTP routes to functions.
+    pub routes: RouteTable<Arc<Function>>,
+}
+
+impl Registry {
+    /// Compiles every spec (or loads it from the cache) and builds the route table. Errors
+    /// name the manifest and its `wasm` field; all are reported together.
+    pub fn build(runtime: &Runtime, specs: Vec<FunctionSpec>) -> Result<Registry, ManifestErrors> {
+        let mut registry = Registry::default();
+        let mut errors = Vec::new();
+        for mut spec in specs {
+            let module = match runtime.prepare(&spec.wasm) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(ManifestError::new(
+                        &spec.manifest_path,
+                        "wasm",
+                        format!("{}: {e}", spec.wasm_path.display()),
+                    ));
+                    continue;
+                }
+            };
+            tracing::info!(
+                function = %spec.name,
+                hash = &module.hash[..12],
+                origin = ?module.origin,
+                ms = module.load_time.as_millis() as u64,
+                "module ready"
+            );
+            // The bytes are compiled; keep only the machine code.
+            spec.wasm = Vec::new();
+            let function = Arc::new(Function {
+                name: spec.name.as_str().into(),
+                permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+                spec,
+                module,
+            });
+            if let Some(http) = &function.spec.http {
+                if let Err(owner) =
+                    registry
+                        .routes
+                        .insert(http.pattern.clone(), http.methods.clone(), function.clone())
+                {
+                    errors.push(ManifestError::new(
+                        &function.spec.manifest_path,
+                        "trigger.http.path",
+                        format!("route `{}` overlaps the route of function `{}`", http.pattern, owner.name),
+                    ));
+                }
+            }
+            registry.functions.insert(function.spec.name.clone(), function);
+        }
+        if errors.is_empty() {
+            Ok(registry)
+        } else {
+            Err(ManifestErrors(errors))
+        }
+    }
+}

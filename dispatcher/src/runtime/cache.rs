@@ -1,0 +1,91 @@
+//! The on-disk cache of compiled modules, keyed by the wasm's content hash and the engine's
+//! settings, so a restart with an unchanged `.wasm` loads machine code instead of compiling.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Module};
+
+/// A folder of `<wasm-sha256>-<engine-hash>.cwasm` files.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    /// Where the artifacts live. Trusted: its files are loaded as machine code.
+    dir: PathBuf,
+    /// Hash of everything about the engine that makes an artifact compatible (version,
+    /// target, settings), so a changed engine never loads a stale artifact.
+    engine_key: String,
+}
+
+/// Where a module came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled now (and stored, if a cache is configured).
+    Compiled,
+    /// Loaded from the cache.
+    Cached,
+}
+
+/// The hex SHA-256 of a module's bytes: its identity in the cache and in logs.
+pub fn content_hash(wasm: &[u8]) -> String {
+    let digest = Sha256::digest(wasm);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ModuleCache {
+    pub fn new(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Ok(ModuleCache {
+            dir,
+            engine_key: format!("{:016x}", h.finish()),
+        })
+    }
+
+    fn path_for(&self, hash: &str) -> PathBuf {
+        self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))
+    }
+
+    /// Loads the module for `wasm` from the cache, or compiles it and stores the artifact.
+    /// A cache that cannot be read or written only costs a compile; it is logged, not fatal.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        hash: &str,
+    ) -> wasmtime::Result<(Module, Origin)> {
+        let path = self.path_for(hash);
+        if path.exists() {
+            match deserialize(engine, &path) {
+                Ok(module) => return Ok((module, Origin::Cached)),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}"),
+            }
+        }
+        let module = Module::from_binary(engine, wasm)?;
+        if let Err(e) = self.store(&module, &path) {
+            tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
+        }
+        Ok((module, Origin::Compiled))
+    }
+
+    fn store(&self, module: &Module, path: &Path) -> anyhow::Result<()> {
+        let bytes = module
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("serialize: {e}"))?;
+        // Write then rename, so a reader never sees a half-written artifact.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
+    // SAFETY: wasmtime requires that the file holds an artifact this engine configuration
+    // produced and that nobody else modifies it. The cache folder is the dispatcher's own; the
+    // file name carries the engine's compatibility hash, files are written whole and renamed
+    // into place, and wasmtime still checks the header and version before using the code.
+    unsafe { Module::deserialize_file(engine, path) }
+}

@@ -1,0 +1,262 @@
+//! The engine: compiles modules once, and runs each event in a fresh, limited instance.
+//!
+//! Everything wasmtime-specific lives under this module, so that triggers and the registry
+//! only see [`Runtime`], [`Prepared`], [`Invocation`] and [`InvokeError`].
+
+mod cache;
+mod fd;
+mod wasi;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, UpdateDeadline,
+};
+
+pub use cache::{content_hash, Origin};
+use cache::ModuleCache;
+use fd::FdTable;
+use wasi::{ExitCode, Host, MemoryLimiter};
+
+/// How often the epoch advances; a spinning guest yields to tokio at this interval.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the engine, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once across all functions (pooling allocator slots).
+    pub max_instances: u32,
+    /// Largest linear memory any instance may have, in bytes.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_instances: 1000,
+            max_memory_bytes: crate::manifest::MAX_MEMORY_MB << 20,
+        }
+    }
+}
+
+/// A module that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly module: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Why an invocation did not produce output.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("wrote more than the {0}-byte output limit")]
+    OutputLimit(usize),
+    #[error("exited with code {0}")]
+    Exit(i32),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("no instance slot was free: {0}")]
+    Capacity(String),
+}
+
+/// The shared engine and linker. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    /// The host functions, shared by every module.
+    linker: Arc<Linker<Host>>,
+    /// The compile cache, if configured.
+    cache: Option<ModuleCache>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, copy-on-write memory images, epoch interruption)
+    /// and starts the epoch ticker.
+    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(config.max_instances)
+            .max_memory_size(config.max_memory_bytes as usize);
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ModuleCache::new(dir.clone(), &engine).map_err(|e| {
+                anyhow::anyhow!("cannot create the compile cache at {}: {e}", dir.display())
+            })?),
+            None => None,
+        };
+
+        // The ticker holds only a weak handle, so it ends with the last engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })?;
+
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            cache,
+        })
+    }
+
+    /// Compiles (or loads from the cache) and pre-links a module. The module must be a WASI
+    /// command (export `_start`) that imports only from `wasi_snapshot_preview1`.
+    pub fn prepare(&self, wasm: &[u8]) -> Result<Prepared, LoadError> {
+        let started = Instant::now();
+        let hash = content_hash(wasm);
+        let (module, origin) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, wasm, &hash),
+            None => Module::from_binary(&self.engine, wasm).map(|m| (m, Origin::Compiled)),
+        }
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+
+        match module.get_export("_start") {
+            Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+            _ => {
+                return Err(LoadError::Unsupported(
+                    "the module has no `_start` function: expected a WASI command (a Rust `bin` crate built for wasm32-wasip1)".into(),
+                ))
+            }
+        }
+        let has_missing = module
+            .imports()
+            .any(|i| i.module() != wasi::MODULE || !wasi::PROVIDED.contains(&i.name()));
+        let pre = if has_missing {
+            let mut linker = (*self.linker).clone();
+            wasi::stub_missing(&mut linker, &module).map_err(LoadError::Unsupported)?;
+            linker.instantiate_pre(&module)
+        } else {
+            self.linker.instantiate_pre(&module)
+        }
+        .map_err(|e| LoadError::Unsupported(format!("cannot link the module: {e:#}")))?;
+
+        Ok(Prepared {
+            pre,
+            hash,
+            origin,
+            load_time: started.elapsed(),
+        })
+    }
+}
+
+/// A compiled, pre-linked module: instantiating it costs microseconds.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: InstancePre<Host>,
+    /// SHA-256 of the module's bytes.
+    pub hash: String,
+    /// Whether it was compiled now or loaded from the cache.
+    pub origin: Origin,
+    /// How long compiling or loading took.
+    pub load_time: Duration,
+}
+
+/// One event for one instance.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The function's name, for logs.
+    pub function: Arc<str>,
+    /// `argv`, starting with the program name.
+    pub args: Vec<String>,
+    /// The environment, in order.
+    pub env: Vec<(String, String)>,
+    /// The event's input, on stdin.
+    pub stdin: Bytes,
+    /// Linear memory cap in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Most bytes the guest may write to stdout.
+    pub stdout_cap: usize,
+}
+
+impl Prepared {
+    /// Runs the module's `_start` in a fresh instance and returns what it wrote to stdout.
+    /// The instance is dropped afterwards, whatever happened.
+    pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, InvokeError> {
+        let host = Host {
+            args: inv.args.into_iter().map(String::into_bytes).collect(),
+            env: inv
+                .env
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut e = k.into_bytes();
+                    e.push(b'=');
+                    e.extend_from_slice(v.as_bytes());
+                    e
+                })
+                .collect(),
+            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function.clone()),
+            limiter: MemoryLimiter {
+                max_bytes: inv.memory_bytes as usize,
+                hit: false,
+            },
+            function: inv.function,
+        };
+        let mut store = Store::new(self.pre.module().engine(), host);
+        store.limiter(|h| &mut h.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+
+        let result = tokio::time::timeout(inv.timeout, run(&self.pre, &mut store)).await;
+        let host = store.data_mut();
+        let stdout = host.fds.take_stdout();
+        if let Some(c) = &stdout {
+            if c.overflowed {
+                return Err(InvokeError::OutputLimit(c.cap));
+            }
+        }
+        let exit = match result {
+            Err(_elapsed) => return Err(InvokeError::Timeout(inv.timeout)),
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => match e.downcast_ref::<ExitCode>() {
+                Some(ExitCode(code)) => *code,
+                None if host.limiter.hit => {
+                    return Err(InvokeError::MemoryLimit(host.limiter.max_bytes))
+                }
+                None if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                    return Err(InvokeError::Capacity(format!("{e:#}")))
+                }
+                None => return Err(InvokeError::Trap(format!("{e:?}"))),
+            },
+        };
+        if exit != 0 {
+            return Err(InvokeError::Exit(exit));
+        }
+        Ok(stdout.map(|c| c.data).unwrap_or_default())
+    }
+}
+
+async fn run(pre: &InstancePre<Host>, store: &mut Store<Host>) -> wasmtime::Result<()> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+    start.call_async(&mut *store, ()).await
+}

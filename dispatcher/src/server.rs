@@ -1,0 +1,300 @@
+//! The HTTP trigger: accepts connections, routes each request to its function, runs it in a
+//! fresh instance under the function's limits, and turns the outcome into a response.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::cgi::{self, RequestInfo};
+use crate::registry::{Function, Registry};
+use crate::route::Lookup;
+use crate::runtime::{Invocation, InvokeError};
+
+/// Settings of the HTTP trigger.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest output (headers and body) a function may write; more gets 502.
+    pub max_output_bytes: usize,
+    /// How long a request waits for a free instance of its function before 503.
+    pub queue_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 16 << 20,
+            max_output_bytes: 32 << 20,
+            queue_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub registry: Registry,
+    pub config: ServerConfig,
+}
+
+type Body = Full<Bytes>;
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and drains the
+/// requests in flight for at most `config.drain_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("set_nodelay: {e}");
+        }
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req, remote, local).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%remote, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining requests in flight");
+    match tokio::time::timeout(state.config.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!(
+            "requests still in flight after {:?}; closing them",
+            state.config.drain_timeout
+        ),
+    }
+    Ok(())
+}
+
+/// Handles one request and logs one line for it.
+async fn handle(
+    state: &AppState,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (function, response) = route(state, req, remote, local).await;
+    tracing::info!(
+        function = function.as_deref().unwrap_or("-"),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+async fn route(
+    state: &AppState,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> (Option<Arc<str>>, Response<Body>) {
+    let (parts, body) = req.into_parts();
+    let (function, pattern, matched) =
+        match state.registry.routes.lookup(&parts.method, parts.uri.path()) {
+            Lookup::Found {
+                target,
+                pattern,
+                matched,
+            } => (target, pattern, matched),
+            Lookup::MethodNotAllowed(allowed) => {
+                let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    None,
+                    &format!("{} is not allowed here; allowed: {allow}", parts.method),
+                );
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                return (None, resp);
+            }
+            Lookup::NotFound => {
+                return (
+                    None,
+                    error_response(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        None,
+                        &format!("no function serves {}", parts.uri.path()),
+                    ),
+                )
+            }
+        };
+    let name = Some(function.name.clone());
+    let fail = |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
+
+    let max = state.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the request body is larger than {max} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return (name, too_large());
+    }
+    let body = match Limited::new(body, max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return (name, too_large()),
+        Err(e) => {
+            tracing::debug!(function = %function.name, "reading the request body failed: {e}");
+            return (
+                name,
+                fail(StatusCode::BAD_REQUEST, "bad_request", "the request body could not be read"),
+            );
+        }
+    };
+
+    let permit = match tokio::time::timeout(
+        state.config.queue_timeout,
+        function.permits.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut resp = fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight for this function; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return (name, resp);
+        }
+    };
+
+    let info = RequestInfo {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body_len: body.len(),
+        remote,
+        local,
+        pattern,
+        matched: &matched,
+    };
+    let env = cgi::request_env(&info, &function.spec.env);
+    let result = function.module.invoke(invocation(function, env, body, state)).await;
+    drop(permit);
+    (name, respond(function, result))
+}
+
+fn invocation(function: &Function, env: Vec<(String, String)>, stdin: Bytes, state: &AppState) -> Invocation {
+    Invocation {
+        function: function.name.clone(),
+        args: vec![function.spec.name.clone()],
+        env,
+        stdin,
+        memory_bytes: function.spec.limits.memory_bytes,
+        timeout: function.spec.limits.timeout,
+        stdout_cap: state.config.max_output_bytes,
+    }
+}
+
+/// Maps an invocation's outcome to a response: the one place errors become status codes.
+fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Response<Body> {
+    let name = &function.name;
+    let (status, kind, message) = match result {
+        Ok(output) => match cgi::parse_output(output) {
+            Ok(out) => {
+                let mut resp = Response::new(Full::new(out.body));
+                *resp.status_mut() = out.status;
+                *resp.headers_mut() = out.headers;
+                return resp;
+            }
+            Err(e) => {
+                tracing::warn!(function = %name, "bad output: {e}");
+                (StatusCode::BAD_GATEWAY, "bad_output", "the function's output is not a valid CGI response")
+            }
+        },
+        Err(e) => {
+            tracing::warn!(function = %name, "invocation failed: {e}");
+            match e {
+                InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", "the function did not finish in time"),
+                InvokeError::MemoryLimit(_) => (StatusCode::BAD_GATEWAY, "memory_limit", "the function exceeded its memory limit"),
+                InvokeError::OutputLimit(_) => (StatusCode::BAD_GATEWAY, "output_limit", "the function wrote more output than allowed"),
+                InvokeError::Exit(_) => (StatusCode::BAD_GATEWAY, "exit", "the function exited with an error"),
+                InvokeError::Trap(_) => (StatusCode::BAD_GATEWAY, "trap", "the function crashed"),
+                InvokeError::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "no instance could be started; retry shortly"),
+            }
+        }
+    };
+    let mut resp = error_response(status, kind, Some(name), message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// A small JSON error body naming the function and the kind of failure; never the details.
+fn error_response(status: StatusCode, kind: &str, function: Option<&str>, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": kind,
+        "function": function,
+        "message": message,
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
