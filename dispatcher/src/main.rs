@@ -52,6 +52,9 @@ struct LoadArgs {
     /// Compile every module at start-up instead of using the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Instances that may run at once across all functions (the pool's size).
+    #[arg(long, env = "DISPATCHER_MAX_INSTANCES", default_value_t = 1000)]
+    max_instances: u32,
 }
 
 fn main() -> std::process::ExitCode {
@@ -123,12 +126,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load_registry(load: &LoadArgs) -> anyhow::Result<Registry> {
-    let specs = manifest::load_dir(&load.manifests, &|k| std::env::var(k).ok())?;
+    let (specs, mut errors) = manifest::load_dir(&load.manifests, &|k| std::env::var(k).ok());
     let runtime = Runtime::new(&RuntimeConfig {
         cache_dir: (!load.no_cache).then(|| load.cache_dir.clone()),
+        max_instances: load.max_instances,
         ..RuntimeConfig::default()
     })?;
-    Ok(Registry::build(&runtime, specs)?)
+    let (registry, build_errors) = Registry::build(&runtime, specs);
+    errors.extend(build_errors);
+    if errors.is_empty() {
+        Ok(registry)
+    } else {
+        Err(manifest::ManifestErrors(errors).into())
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

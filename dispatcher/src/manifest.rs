@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::route::{RoutePattern, RouteTable};
+use crate::route::RoutePattern;
 
 /// Default linear-memory cap for a function, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
@@ -179,45 +179,50 @@ impl fmt::Display for ManifestErrors {
 impl std::error::Error for ManifestErrors {}
 
 /// Reads and validates every `*.toml` file in `dir` (not recursive), with `lookup` giving the
-/// values for `${VAR}` references. Cross-manifest checks (duplicate names and routes) run too.
+/// values for `${VAR}` references. Returns the valid specs and every error found, so that one
+/// run reports all problems. A manifest whose name is already taken is left out. Route
+/// conflicts are the registry's to find, as it binds routes.
 pub fn load_dir(
     dir: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<FunctionSpec>, ManifestErrors> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        ManifestErrors(vec![ManifestError::new(
-            dir,
-            "(folder)",
-            format!("cannot read the manifests folder: {e}"),
-        )])
-    })?;
+) -> (Vec<FunctionSpec>, Vec<ManifestError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let msg = format!("cannot read the manifests folder: {e}");
+            return (Vec::new(), vec![ManifestError::new(dir, "(folder)", msg)]);
+        }
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(ManifestErrors(vec![ManifestError::new(
-            dir,
-            "(folder)",
-            "no manifests found: expected one or more `*.toml` files",
-        )]));
+        let msg = "no manifests found: expected one or more `*.toml` files";
+        return (Vec::new(), vec![ManifestError::new(dir, "(folder)", msg)]);
     }
 
     let mut errors = Vec::new();
-    let mut specs = Vec::new();
+    let mut specs: Vec<FunctionSpec> = Vec::new();
     for file in &files {
         match load_file(file, lookup) {
-            Ok(spec) => specs.push(spec),
+            Ok(spec) => match specs.iter().find(|s| s.name == spec.name) {
+                Some(first) => errors.push(ManifestError::new(
+                    file,
+                    "name",
+                    format!(
+                        "`{}` is already the name of the function in {}: expected a unique name",
+                        spec.name,
+                        first.manifest_path.display()
+                    ),
+                )),
+                None => specs.push(spec),
+            },
             Err(mut errs) => errors.append(&mut errs),
         }
     }
-    errors.extend(check_unique(&specs));
-    if errors.is_empty() {
-        Ok(specs)
-    } else {
-        Err(ManifestErrors(errors))
-    }
+    (specs, errors)
 }
 
 /// Reads and validates one manifest file.
@@ -393,41 +398,6 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
         limits.max_concurrency = n as u32;
     }
     limits
-}
-
-/// Duplicate names and overlapping routes across manifests.
-fn check_unique(specs: &[FunctionSpec]) -> Vec<ManifestError> {
-    let mut errors = Vec::new();
-    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
-    for spec in specs {
-        if let Some(first) = seen.insert(&spec.name, &spec.manifest_path) {
-            errors.push(ManifestError::new(
-                &spec.manifest_path,
-                "name",
-                format!(
-                    "`{}` is already the name of the function in {}: expected a unique name",
-                    spec.name,
-                    first.display()
-                ),
-            ));
-        }
-    }
-    let mut table = RouteTable::default();
-    for spec in specs {
-        if let Some(http) = &spec.http {
-            if let Err(owner) = table.insert(http.pattern.clone(), http.methods.clone(), spec.name.clone()) {
-                errors.push(ManifestError::new(
-                    &spec.manifest_path,
-                    "trigger.http.path",
-                    format!(
-                        "route `{}` overlaps the route of function `{owner}`: expected a path (or methods) that no other function serves",
-                        http.pattern
-                    ),
-                ));
-            }
-        }
-    }
-    errors
 }
 
 fn valid_name(name: &str) -> bool {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::manifest::{FunctionSpec, ManifestError, ManifestErrors};
+use crate::manifest::{FunctionSpec, ManifestError};
 use crate::route::RouteTable;
 use crate::runtime::{Prepared, Runtime};
 
@@ -31,9 +31,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Compiles every spec (or loads it from the cache) and builds the route table. Errors
-    /// name the manifest and its `wasm` field; all are reported together.
-    pub fn build(runtime: &Runtime, specs: Vec<FunctionSpec>) -> Result<Registry, ManifestErrors> {
+    /// Compiles every spec (or loads it from the cache) and binds its route. Returns the
+    /// functions that could be deployed and an error (naming the manifest and the field) for
+    /// each one that could not: a module that does not compile or link, or a route that
+    /// overlaps one already bound.
+    pub fn build(runtime: &Runtime, specs: Vec<FunctionSpec>) -> (Registry, Vec<ManifestError>) {
         let mut registry = Registry::default();
         let mut errors = Vec::new();
         for mut spec in specs {
@@ -72,16 +74,16 @@ impl Registry {
                     errors.push(ManifestError::new(
                         &function.spec.manifest_path,
                         "trigger.http.path",
-                        format!("route `{}` overlaps the route of function `{}`", http.pattern, owner.name),
+                        format!(
+                            "route `{}` overlaps the route of function `{}`: expected a path (or methods) that no other function serves",
+                            http.pattern, owner.name
+                        ),
                     ));
+                    continue;
                 }
             }
             registry.functions.insert(function.spec.name.clone(), function);
         }
-        if errors.is_empty() {
-            Ok(registry)
-        } else {
-            Err(ManifestErrors(errors))
-        }
+        (registry, errors)
     }
 }

@@ -1,0 +1,171 @@
+//! Test support: runs the real `dispatcher` binary on port 0 against manifests in a temp
+//! folder, with real `.wasm` functions built from the repo (`make test` builds them first).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repo's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A function module built from `functions/<name>`.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = repo().join(format!("target/wasm32-wasip1/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the functions first (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A compile cache shared by the tests of one run, so each module compiles once.
+pub fn shared_cache() -> PathBuf {
+    repo().join("target/test-dispatcher-cache")
+}
+
+/// Writes a `.wasm` made from WAT text into `dir` and returns its path.
+pub fn wat_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let bytes = wat::parse_str(wat).expect("valid WAT");
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Writes a manifest file `<name>.toml` into `dir`.
+pub fn manifest(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(format!("{name}.toml")), body).unwrap();
+}
+
+/// A running dispatcher process; killed on drop.
+pub struct Dispatcher {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Everything it wrote to stderr (its log), line by line.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct Options<'a> {
+    pub cache_dir: Option<&'a Path>,
+    pub env: Vec<(&'a str, String)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            cache_dir: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+pub fn dispatcher_command(manifests: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatcher"));
+    cmd.env("RUST_LOG", "info").env_remove("DISPATCHER_LISTEN");
+    cmd.arg("serve").arg("--manifests").arg(manifests);
+    cmd
+}
+
+impl Dispatcher {
+    pub fn start(manifests: &Path) -> Dispatcher {
+        Self::start_with(manifests, Options::default())
+    }
+
+    pub fn start_with(manifests: &Path, opts: Options<'_>) -> Dispatcher {
+        let cache = opts
+            .cache_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(shared_cache);
+        let mut cmd = dispatcher_command(manifests);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--cache-dir")
+            .arg(&cache)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn dispatcher");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(url) = line.strip_prefix("dispatcher listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the dispatcher did not start; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Dispatcher { child, url, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking-free HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}

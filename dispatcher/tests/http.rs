@@ -1,0 +1,446 @@
+//! The HTTP trigger end to end: the real dispatcher on port 0, real `.wasm` functions from
+//! `functions/`, and tiny WAT guests for traps, spins and memory.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{client, manifest, wasm, wat_module, Dispatcher, Options};
+use serde_json::Value;
+
+/// A manifest for the `probe` test function at `path`, with extra TOML appended.
+fn probe(dir: &Path, name: &str, path: &str, extra: &str) {
+    manifest(
+        dir,
+        name,
+        &format!(
+            "name = \"{name}\"\nwasm = \"{}\"\n[trigger.http]\npath = \"{path}\"\n{extra}",
+            wasm("probe").display()
+        ),
+    );
+}
+
+fn echo(dir: &Path) {
+    manifest(
+        dir,
+        "echo",
+        &format!(
+            "name = \"echo\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/echo\"\nmethods = [\"POST\"]\n",
+            wasm("echo").display()
+        ),
+    );
+}
+
+/// A module that spins forever.
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (loop (br 0))))"#;
+
+/// A module that grows its memory by 64 MiB and traps if that fails.
+const GROW: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (i32.eq (memory.grow (i32.const 1024)) (i32.const -1)) (then unreachable))))"#;
+
+/// Calls `path_open` (which the host does not provide) and answers 200 if it got ENOSYS.
+const NOSYS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "Status: 200\n\nENOSYS")
+  (data (i32.const 200) "Status: 500\n\nother")
+  (func (export "_start")
+    (local $errno i32)
+    (local.set $errno (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0)
+      (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0)))
+    (i32.store (i32.const 0) (select (i32.const 100) (i32.const 200) (i32.eq (local.get $errno) (i32.const 52))))
+    (i32.store (i32.const 4) (select (i32.const 19) (i32.const 18) (i32.eq (local.get $errno) (i32.const 52))))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+async fn json(resp: reqwest::Response) -> Value {
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The dispatcher still answers after whatever the test did to it.
+async fn still_serving(d: &Dispatcher, path: &str) {
+    let resp = client().get(d.url(path)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the dispatcher stopped serving");
+    assert_eq!(resp.text().await.unwrap(), "1");
+}
+
+#[tokio::test]
+async fn every_contract_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(
+        dir.path(),
+        "contract",
+        "/c/:item_id/...",
+        "[env]\nGREETING = \"hi\"\nFROM_HOST = \"${DISPATCHER_TEST_SECRET}\"\nHTTP_X_OVERRIDE = \"operator\"\n",
+    );
+    let d = Dispatcher::start_with(
+        dir.path(),
+        Options {
+            env: vec![("DISPATCHER_TEST_SECRET", "s3cret".into())],
+            ..Options::default()
+        },
+    );
+    let port = d.url.rsplit(':').next().unwrap().to_string();
+    let body = "field=value";
+    let resp = client()
+        .post(d.url("/c/42/a%20b/c.txt?do=env&x=1"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-custom-header", "custom")
+        .header("x-override", "client")
+        .header("proxy", "http://evil")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert_eq!(v["stdin_len"], body.len());
+    let env = &v["env"];
+    let expect = [
+        ("REQUEST_METHOD", "POST".to_string()),
+        ("SCRIPT_NAME", "/c/42".into()),
+        ("PATH_INFO", "/a b/c.txt".into()),
+        ("X_RAW_PATH_INFO", "/a%20b/c.txt".into()),
+        ("QUERY_STRING", "do=env&x=1".into()),
+        ("CONTENT_TYPE", "application/x-www-form-urlencoded".into()),
+        ("CONTENT_LENGTH", body.len().to_string()),
+        ("SERVER_NAME", "127.0.0.1".into()),
+        ("SERVER_PORT", port.clone()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("GATEWAY_INTERFACE", "CGI/1.1".into()),
+        ("HTTP_X_CUSTOM_HEADER", "custom".into()),
+        ("HTTP_HOST", format!("127.0.0.1:{port}")),
+        ("X_MATCHED_ROUTE", "/c/:item_id/...".into()),
+        ("X_FULL_URL", format!("http://127.0.0.1:{port}/c/42/a%20b/c.txt?do=env&x=1")),
+        ("REQUEST_URI", "/c/42/a%20b/c.txt?do=env&x=1".into()),
+        ("ROUTE_PARAM_ITEM_ID", "42".into()),
+        ("TRIGGER", "http".into()),
+        ("GREETING", "hi".into()),
+        ("FROM_HOST", "s3cret".into()),
+        ("HTTP_X_OVERRIDE", "operator".into()),
+    ];
+    for (k, want) in expect {
+        assert_eq!(env[k].as_str(), Some(want.as_str()), "{k} in {env}");
+    }
+    assert!(env.get("HTTP_PROXY").is_none(), "a Proxy header must not become HTTP_PROXY");
+    // The sandbox starts with nothing else of the host's environment.
+    assert!(env.get("PATH").is_none() && env.get("HOME").is_none(), "{env}");
+    assert!(env.get("DISPATCHER_TEST_SECRET").is_none());
+}
+
+#[tokio::test]
+async fn exact_route_has_empty_path_info_and_custom_status() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "exact", "/exact", "");
+    let d = Dispatcher::start(dir.path());
+    let v = json(client().get(d.url("/exact?do=env")).send().await.unwrap()).await;
+    assert_eq!(v["env"]["SCRIPT_NAME"], "/exact");
+    assert_eq!(v["env"]["PATH_INFO"], "");
+    assert_eq!(v["env"]["CONTENT_LENGTH"], "0");
+    assert_eq!(v["env"]["REQUEST_METHOD"], "GET");
+
+    let resp = client()
+        .get(d.url("/exact?do=status&code=201"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-probe"], "yes");
+    assert_eq!(resp.headers()["location"], "/elsewhere");
+    assert_eq!(resp.text().await.unwrap(), "custom");
+}
+
+#[tokio::test]
+async fn echo_returns_one_mebibyte_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    echo(dir.path());
+    let d = Dispatcher::start(dir.path());
+    let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let resp = client()
+        .post(d.url("/echo"))
+        .header("content-type", "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    let got = resp.bytes().await.unwrap();
+    assert_eq!(got.len(), body.len());
+    assert!(got[..] == body[..], "the echoed body differs");
+}
+
+#[tokio::test]
+async fn no_state_survives_between_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "counter", "/counter", "");
+    let d = Dispatcher::start(dir.path());
+    for _ in 0..3 {
+        let resp = client().get(d.url("/counter?do=counter")).send().await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "1");
+    }
+}
+
+#[tokio::test]
+async fn not_found_and_method_not_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    echo(dir.path());
+    probe(dir.path(), "counter", "/counter", "");
+    let d = Dispatcher::start(dir.path());
+    let resp = client().get(d.url("/nothing-here")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(json(resp).await["error"], "not_found");
+    let resp = client().get(d.url("/echo")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    assert_eq!(json(resp).await["error"], "method_not_allowed");
+    still_serving(&d, "/counter?do=counter").await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    echo(dir.path());
+    probe(dir.path(), "counter", "/counter", "");
+    let d = Dispatcher::start_with(
+        dir.path(),
+        Options {
+            env: vec![("DISPATCHER_MAX_BODY", "65536".into())],
+            ..Options::default()
+        },
+    );
+    let resp = client()
+        .post(d.url("/echo"))
+        .body(vec![7u8; 65536])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a body at the limit is accepted");
+    let resp = client()
+        .post(d.url("/echo"))
+        .body(vec![7u8; 65537])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v = json(resp).await;
+    assert_eq!(v["error"], "body_too_large");
+    assert_eq!(v["function"], "echo");
+    // A chunked body with no Content-Length is cut off at the limit too.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![1u8; 8192])).collect();
+    let resp = client()
+        .post(d.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    still_serving(&d, "/counter?do=counter").await;
+}
+
+fn futures_stream(
+    items: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + Sync + 'static {
+    futures_util::stream::iter(items)
+}
+
+#[tokio::test]
+async fn default_body_limit_is_16_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    echo(dir.path());
+    let d = Dispatcher::start(dir.path());
+    let resp = client()
+        .post(d.url("/echo"))
+        .body(vec![0u8; (16 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn failures_give_502_and_the_dispatcher_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "probe", "/p", "[limits]\nmemory_mb = 32\n");
+    wat_module(dir.path(), "grow", GROW);
+    manifest(
+        dir.path(),
+        "grow",
+        "name = \"grow\"\nwasm = \"grow.wasm\"\n[trigger.http]\npath = \"/grow\"\n[limits]\nmemory_mb = 16\n",
+    );
+    let d = Dispatcher::start(dir.path());
+    let cases = [
+        ("/p?do=panic", "trap"),
+        ("/p?do=exit&code=3", "exit"),
+        ("/p?do=garbage", "bad_output"),
+        ("/p?do=alloc&mb=64", "memory_limit"),
+        ("/p?do=output&mb=33", "output_limit"),
+        ("/grow", "memory_limit"),
+    ];
+    for (path, kind) in cases {
+        let resp = client().get(d.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 502, "{path}");
+        let v = json(resp).await;
+        assert_eq!(v["error"], kind, "{path}: {v}");
+        assert!(v["function"].is_string(), "{v}");
+        still_serving(&d, "/p?do=counter").await;
+    }
+    // Under the limits the same functions work.
+    let resp = client().get(d.url("/p?do=alloc&mb=8")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client().get(d.url("/p?do=exit&code=0")).send().await.unwrap();
+    assert_eq!(resp.status(), 502, "exit 0 before any output is still bad output");
+    assert_eq!(json(resp).await["error"], "bad_output");
+    // Details stay in the log, not in the response.
+    assert!(d.wait_for_log("the probe was asked to panic", Duration::from_secs(5)), "{}", d.log_text());
+}
+
+#[tokio::test]
+async fn timeouts_give_504_in_compute_and_in_host_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "probe", "/p", "[limits]\ntimeout_ms = 300\n");
+    wat_module(dir.path(), "spin", SPIN);
+    manifest(
+        dir.path(),
+        "spin",
+        "name = \"spin\"\nwasm = \"spin.wasm\"\n[trigger.http]\npath = \"/spin\"\n[limits]\ntimeout_ms = 300\n",
+    );
+    let d = Dispatcher::start(dir.path());
+    for path in ["/spin", "/p?do=sleep&ms=5000"] {
+        let started = Instant::now();
+        let resp = client().get(d.url(path)).send().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(resp.status(), 504, "{path}");
+        assert_eq!(json(resp).await["error"], "timeout");
+        assert!(
+            took < Duration::from_millis(300 + 200),
+            "{path}: the 504 came after {took:?}"
+        );
+    }
+    still_serving(&d, "/p?do=counter").await;
+    // A short sleep inside the limit completes.
+    let resp = client().get(d.url("/p?do=sleep&ms=50")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn over_max_concurrency_gets_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "probe", "/p", "[limits]\nmax_concurrency = 1\n");
+    let d = Dispatcher::start(dir.path());
+    let slow = tokio::spawn(client().get(d.url("/p?do=sleep&ms=2500")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = client().get(d.url("/p?do=counter")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(json(resp).await["error"], "overloaded");
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    still_serving(&d, "/p?do=counter").await;
+}
+
+#[tokio::test]
+async fn waiting_guests_do_not_block_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "probe", "/p", "");
+    let d = Dispatcher::start(dir.path());
+    // 32 guests sleeping 1 s each on a 2-worker runtime finish together, not one after another.
+    let started = Instant::now();
+    let handles: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(client().get(d.url("/p?do=sleep&ms=1000")).send()))
+        .collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn unsupported_wasi_calls_get_enosys() {
+    let dir = tempfile::tempdir().unwrap();
+    wat_module(dir.path(), "nosys", NOSYS);
+    manifest(
+        dir.path(),
+        "nosys",
+        "name = \"nosys\"\nwasm = \"nosys.wasm\"\n[trigger.http]\npath = \"/nosys\"\n",
+    );
+    let d = Dispatcher::start(dir.path());
+    let resp = client().get(d.url("/nosys")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "ENOSYS");
+}
+
+#[tokio::test]
+async fn guest_stderr_is_logged_with_the_function_name() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "talker", "/t", "");
+    let d = Dispatcher::start(dir.path());
+    let resp = client().get(d.url("/t?do=stderr")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(d.wait_for_log("second line from the probe", Duration::from_secs(5)));
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("first line from the probe"))
+        .unwrap();
+    assert!(line.contains("talker"), "{line}");
+    // And one line per request, with function, status and duration.
+    let req = log.lines().find(|l| l.contains("request") && l.contains("status=200")).unwrap();
+    assert!(req.contains("function=talker") && req.contains("us="), "{req}");
+}
+
+#[tokio::test]
+async fn compile_cache_is_used_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    echo(dir.path());
+    let opts = || Options {
+        cache_dir: Some(cache.path()),
+        ..Options::default()
+    };
+    let first = Dispatcher::start_with(dir.path(), opts());
+    assert!(first.log_text().contains("origin=Compiled"), "{}", first.log_text());
+    drop(first);
+    let artifacts = std::fs::read_dir(cache.path()).unwrap().count();
+    assert_eq!(artifacts, 1, "one artifact per module");
+    let second = Dispatcher::start_with(dir.path(), opts());
+    assert!(second.log_text().contains("origin=Cached"), "{}", second.log_text());
+    let resp = client().post(second.url("/echo")).body("cached").send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "cached");
+}
+
+#[tokio::test]
+async fn sigterm_drains_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    probe(dir.path(), "probe", "/p", "");
+    let mut d = Dispatcher::start(dir.path());
+    let slow = tokio::spawn(client().get(d.url("/p?do=sleep&ms=1500")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.terminate();
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the request in flight completes");
+    assert!(resp.text().await.unwrap().starts_with("slept"));
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                return (s, d);
+            }
+            assert!(Instant::now() < deadline, "the dispatcher did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "{:?}", status.0);
+    assert!(status.1.log_text().contains("drained"));
+    // New connections are refused once it has stopped.
+    assert!(client().get(status.1.url("/p?do=counter")).send().await.is_err());
+}
