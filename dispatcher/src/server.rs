@@ -120,9 +120,9 @@ async fn handle(
     let path = req.uri().path().to_string();
     let (function, response) = route(state, req, remote, local).await;
     tracing::info!(
-        function = function.as_deref().unwrap_or("-"),
+        function = %function.as_deref().unwrap_or("-"),
         %method,
-        path,
+        %path,
         status = response.status().as_u16(),
         us = started.elapsed().as_micros() as u64,
         "request"

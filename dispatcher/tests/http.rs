@@ -269,7 +269,7 @@ async fn default_body_limit_is_16_mib() {
 #[tokio::test]
 async fn failures_give_502_and_the_dispatcher_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    probe(dir.path(), "probe", "/p", "[limits]\nmemory_mb = 32\n");
+    probe(dir.path(), "probe", "/p", "[limits]\nmemory_mb = 128\n");
     wat_module(dir.path(), "grow", GROW);
     manifest(
         dir.path(),
@@ -281,7 +281,7 @@ async fn failures_give_502_and_the_dispatcher_keeps_serving() {
         ("/p?do=panic", "trap"),
         ("/p?do=exit&code=3", "exit"),
         ("/p?do=garbage", "bad_output"),
-        ("/p?do=alloc&mb=64", "memory_limit"),
+        ("/p?do=alloc&mb=200", "memory_limit"),
         ("/p?do=output&mb=33", "output_limit"),
         ("/grow", "memory_limit"),
     ];

@@ -214,12 +214,11 @@ impl Prepared {
                     e
                 })
                 .collect(),
-            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function.clone()),
+            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function),
             limiter: MemoryLimiter {
                 max_bytes: inv.memory_bytes as usize,
                 hit: false,
             },
-            function: inv.function,
         };
         let mut store = Store::new(self.pre.module().engine(), host);
         store.limiter(|h| &mut h.limiter);

@@ -6,7 +6,7 @@
 //! so a guest gets a clean error code instead of a link failure. Waits (`poll_oneoff`,
 //! `sched_yield`) are async and never block a tokio worker.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Extern, ExternType, Linker, Memory, Module, Val, ValType};
@@ -85,8 +85,6 @@ pub struct Host {
     pub fds: FdTable,
     /// The memory cap, consulted by wasmtime on every `memory.grow`.
     pub limiter: MemoryLimiter,
-    /// The function's name, for logs.
-    pub function: Arc<str>,
 }
 
 /// The process-wide origin of the monotonic clock the guests see.

@@ -1,0 +1,111 @@
+//! The binaries and modules the bench runs, built (if stale) and found next to its own
+//! executable, so the bench works from `make bench` and from a bare `cargo run -p bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+/// Paths of everything the sections start or load.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// `target/release/dispatcher`: the product, started as a server.
+    pub dispatcher: PathBuf,
+    /// `target/release/noop_native`: the baseline for one invocation.
+    pub noop_native: PathBuf,
+    /// `target/release/native_echo`: the baseline HTTP server.
+    pub native_echo: PathBuf,
+    /// `target/wasm32-wasip1/release/noop.wasm`.
+    pub noop_wasm: PathBuf,
+    /// `target/wasm32-wasip1/release/echo.wasm`.
+    pub echo_wasm: PathBuf,
+}
+
+const WASM_TARGET: &str = "wasm32-wasip1";
+
+impl Artifacts {
+    /// Runs cargo for the native bins (this package's baselines and the dispatcher) and for the
+    /// two functions; a no-op when they are up to date, as under `make bench`.
+    pub fn build_and_locate() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
+        let native_dir = exe
+            .parent()
+            .context("the bench's executable has no parent folder")?
+            .to_path_buf();
+        // target/release -> target/wasm32-wasip1/release (the profile folder's name is kept).
+        let profile = native_dir
+            .file_name()
+            .context("the bench's folder has no name")?;
+        let target_dir = native_dir
+            .parent()
+            .context("the bench's folder has no parent")?;
+        let wasm_dir = target_dir.join(WASM_TARGET).join(profile);
+
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "bench",
+            "-p",
+            "dispatcher",
+            "--bins",
+        ])?;
+        cargo(&[
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "-p",
+            "noop",
+            "-p",
+            "echo",
+        ])
+        .context(
+            "building the functions (is the wasm32-wasip1 target installed? run scripts/setup.sh)",
+        )?;
+
+        let artifacts = Artifacts {
+            dispatcher: native_dir.join("dispatcher"),
+            noop_native: native_dir.join("noop_native"),
+            native_echo: native_dir.join("native_echo"),
+            noop_wasm: wasm_dir.join("noop.wasm"),
+            echo_wasm: wasm_dir.join("echo.wasm"),
+        };
+        for path in [
+            &artifacts.dispatcher,
+            &artifacts.noop_native,
+            &artifacts.native_echo,
+            &artifacts.noop_wasm,
+            &artifacts.echo_wasm,
+        ] {
+            must_exist(path)?;
+        }
+        Ok(artifacts)
+    }
+}
+
+fn must_exist(path: &Path) -> anyhow::Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} is missing after the build: run `make bench`",
+            path.display()
+        )
+    }
+}
+
+/// Runs `cargo ARGS` (the cargo that started us, if any) quietly, failing on a non-zero exit.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .arg("--quiet")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        anyhow::bail!("`cargo {}` failed: {status}", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Summaries of timed samples.
+
+use std::time::Duration;
+
+/// Median and tail of a set of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    pub count: usize,
+    pub median: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    /// Summarizes `samples` (in any order); `None` if there are none.
+    pub fn of(samples: &[Duration]) -> Option<Self> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        Some(Summary {
+            count: sorted.len(),
+            median: percentile(&sorted, 50.0)?,
+            p99: percentile(&sorted, 99.0)?,
+            max: *sorted.last()?,
+        })
+    }
+}
+
+/// The nearest-rank percentile `p` (0 to 100) of ascending `sorted` samples.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Microseconds, as a float for printing.
+pub fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Milliseconds, as a float for printing.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=100).rev().map(Duration::from_micros).collect();
+        let s = Summary::of(&samples).unwrap();
+        assert_eq!(s.median, Duration::from_micros(50));
+        assert_eq!(s.p99, Duration::from_micros(99));
+        assert_eq!(s.max, Duration::from_micros(100));
+        assert_eq!(s.count, 100);
+    }
+
+    #[test]
+    fn no_samples_no_summary() {
+        assert!(Summary::of(&[]).is_none());
+    }
+}
