@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -173,30 +173,16 @@ async fn route(
     let fail = |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
 
     let max = state.config.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than {max} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > max as u64) {
-        return (name, too_large());
-    }
-    let body = match Limited::new(body, max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return (name, too_large()),
-        Err(e) => {
+    let body = match read_body(body, &parts.headers, max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            let msg = format!("the request body is larger than {max} bytes");
+            return (name, fail(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg));
+        }
+        Err(BodyError::Read(e)) => {
             tracing::debug!(function = %function.name, "reading the request body failed: {e}");
-            return (
-                name,
-                fail(StatusCode::BAD_REQUEST, "bad_request", "the request body could not be read"),
-            );
+            let msg = "the request body could not be read";
+            return (name, fail(StatusCode::BAD_REQUEST, "bad_request", msg));
         }
     };
 
@@ -245,6 +231,58 @@ fn invocation(function: &Function, env: Vec<(String, String)>, stdin: Bytes, sta
         timeout: function.spec.limits.timeout,
         stdout_cap: state.config.max_output_bytes,
     }
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// How much of an oversized body is read and thrown away, and for how long, so that the
+/// client gets its 413 instead of a broken pipe while it is still sending.
+const DISCARD_BYTES: u64 = 64 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(2);
+
+/// Reads the whole body if it is at most `max` bytes.
+async fn read_body(mut body: Incoming, headers: &http::HeaderMap, max: usize) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        if declared.is_some_and(|n| n <= DISCARD_BYTES) {
+            discard(body).await;
+        }
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > max {
+            discard(body).await;
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and drops the rest of a body, up to [`DISCARD_BYTES`] and [`DISCARD_TIME`].
+async fn discard(mut body: Incoming) {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > DISCARD_BYTES {
+                break;
+            }
+        }
+    };
+    // Past the limits the connection is simply closed after the 413.
+    let _drained = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
 /// Maps an invocation's outcome to a response: the one place errors become status codes.

@@ -406,12 +406,12 @@ async fn compile_cache_is_used_on_restart() {
         ..Options::default()
     };
     let first = Dispatcher::start_with(dir.path(), opts());
-    assert!(first.log_text().contains("origin=Compiled"), "{}", first.log_text());
+    assert!(first.wait_for_log("origin=Compiled", Duration::from_secs(5)), "{}", first.log_text());
     drop(first);
     let artifacts = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(artifacts, 1, "one artifact per module");
     let second = Dispatcher::start_with(dir.path(), opts());
-    assert!(second.log_text().contains("origin=Cached"), "{}", second.log_text());
+    assert!(second.wait_for_log("origin=Cached", Duration::from_secs(5)), "{}", second.log_text());
     let resp = client().post(second.url("/echo")).body("cached").send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "cached");
 }
@@ -440,7 +440,7 @@ async fn sigterm_drains_requests_in_flight() {
     .await
     .unwrap();
     assert!(status.0.success(), "{:?}", status.0);
-    assert!(status.1.log_text().contains("drained"));
+    assert!(status.1.wait_for_log("drained", Duration::from_secs(5)));
     // New connections are refused once it has stopped.
     assert!(client().get(status.1.url("/p?do=counter")).send().await.is_err());
 }
