@@ -25,7 +25,8 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 
 impl Artifacts {
     /// Runs cargo for the native bins (this package's baselines and the dispatcher) and for the
-    /// two functions; a no-op when they are up to date, as under `make bench`.
+    /// two functions, a no-op when they are up to date (as under `make bench`); skipped when
+    /// `BENCH_SKIP_BUILD` is set, to run a bench binary on its own.
     pub fn build_and_locate() -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench's own executable")?;
         let native_dir = exe
@@ -41,28 +42,9 @@ impl Artifacts {
             .context("the bench's folder has no parent")?;
         let wasm_dir = target_dir.join(WASM_TARGET).join(profile);
 
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "bench",
-            "-p",
-            "dispatcher",
-            "--bins",
-        ])?;
-        cargo(&[
-            "build",
-            "--release",
-            "--target",
-            WASM_TARGET,
-            "-p",
-            "noop",
-            "-p",
-            "echo",
-        ])
-        .context(
-            "building the functions (is the wasm32-wasip1 target installed? run scripts/setup.sh)",
-        )?;
+        if std::env::var_os("BENCH_SKIP_BUILD").is_none() {
+            build()?;
+        }
 
         let artifacts = Artifacts {
             dispatcher: native_dir.join("dispatcher"),
@@ -82,6 +64,31 @@ impl Artifacts {
         }
         Ok(artifacts)
     }
+}
+
+/// `cargo run -p bench` builds only the `bench` bin, so the baselines beside it may be missing or
+/// stale; the dispatcher binary and the functions are built here too, for runs outside `make`.
+fn build() -> anyhow::Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "bench",
+        "-p",
+        "dispatcher",
+        "--bins",
+    ])?;
+    cargo(&[
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "noop",
+        "-p",
+        "echo",
+    ])
+    .context("building the functions (is the wasm32-wasip1 target installed? run scripts/setup.sh)")
 }
 
 fn must_exist(path: &Path) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 
 pub mod cgi;
 pub mod manifest;
+pub mod network;
 pub mod registry;
 pub mod route;
 pub mod runtime;

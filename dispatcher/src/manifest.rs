@@ -21,10 +21,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::network::{Endpoint, NetPolicy};
 use crate::route::RoutePattern;
 
 /// Default linear-memory cap for a function, in MiB.
@@ -57,6 +59,20 @@ struct RawManifest {
     /// `[limits]`: memory, time and concurrency caps.
     #[serde(default)]
     limits: RawLimits,
+    /// `[network]`: where the function may connect and listen.
+    #[serde(default)]
+    network: RawNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    /// `allow = ["db:3306", "127.0.0.1:*"]`: outbound connections.
+    #[serde(default)]
+    allow: Vec<String>,
+    /// `listen = ["127.0.0.1:*"]`: addresses it may bind.
+    #[serde(default)]
+    listen: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +119,8 @@ pub struct FunctionSpec {
     pub env: Vec<(String, String)>,
     /// Resource caps for each invocation.
     pub limits: Limits,
+    /// Where the function may connect and listen.
+    pub network: Arc<NetPolicy>,
 }
 
 /// An HTTP route bound to a function.
@@ -353,6 +371,22 @@ fn parse_raw(
         errors.push(err(field, msg))
     });
 
+    let mut endpoints = |list: &[String], field: &str| -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        for (i, entry) in list.iter().enumerate() {
+            let field = format!("network.{field}[{i}]");
+            match expand_vars(entry, lookup).and_then(|e| Endpoint::parse(&e)) {
+                Ok(e) => out.push(e),
+                Err(msg) => errors.push(err(&field, msg)),
+            }
+        }
+        out
+    };
+    let network = NetPolicy {
+        allow: endpoints(&raw.network.allow, "allow"),
+        listen: endpoints(&raw.network.listen, "listen"),
+    };
+
     if errors.is_empty() {
         Ok(FunctionSpec {
             name: raw.name,
@@ -362,6 +396,7 @@ fn parse_raw(
             http,
             env,
             limits,
+            network: Arc::new(network),
         })
     } else {
         Err(errors)

@@ -230,6 +230,7 @@ fn invocation(function: &Function, env: Vec<(String, String)>, stdin: Bytes, sta
         memory_bytes: function.spec.limits.memory_bytes,
         timeout: function.spec.limits.timeout,
         stdout_cap: state.config.max_output_bytes,
+        net: function.spec.network.clone(),
     }
 }
 

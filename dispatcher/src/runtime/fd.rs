@@ -16,6 +16,8 @@ pub enum Descriptor {
     Stdout(Capture),
     /// fd 2: diagnostics, logged with the function's name.
     Stderr(LogLines),
+    /// A socket from WasmEdge's socket extension.
+    Socket(Box<super::socket::Socket>),
 }
 
 /// The request body, read once from the front.
@@ -144,9 +146,7 @@ impl FdTable {
         self.slots.get(fd as usize).and_then(Option::as_ref)
     }
 
-    /// Puts a descriptor in the lowest free slot and returns its number. (Sockets, the next
-    /// descriptor kind, are opened through it.)
-    #[allow(dead_code)]
+    /// Puts a descriptor in the lowest free slot and returns its number.
     pub fn insert(&mut self, d: Descriptor) -> u32 {
         if let Some(i) = self.slots.iter().position(Option::is_none) {
             self.slots[i] = Some(d);

@@ -5,6 +5,7 @@
 
 mod cache;
 mod fd;
+mod socket;
 mod wasi;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use wasmtime::{
 };
 
 pub use cache::{content_hash, Origin};
+use crate::network::NetPolicy;
 use cache::ModuleCache;
 use fd::FdTable;
 use wasi::{ExitCode, Host, MemoryLimiter};
@@ -99,7 +101,9 @@ impl Runtime {
         let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasi::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
+        wasi::add_to_linker(&mut linker)
+            .and_then(|()| socket::add_to_linker(&mut linker))
+            .map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
 
         let cache = match &config.cache_dir {
             Some(dir) => Some(ModuleCache::new(dir.clone(), &engine).map_err(|e| {
@@ -148,9 +152,21 @@ impl Runtime {
         }
         let has_missing = module
             .imports()
-            .any(|i| i.module() != wasi::MODULE || !wasi::PROVIDED.contains(&i.name()));
-        let pre = if has_missing {
+            .any(|i| i.module() != wasi::MODULE || !wasi::provides(i.name()));
+        // preview1's own `sock_accept` takes three arguments, WasmEdge's two.
+        let accept_params = module.imports().find_map(|i| match i.ty() {
+            wasmtime::ExternType::Func(f) if i.module() == wasi::MODULE && i.name() == "sock_accept" => {
+                Some(f.params().len())
+            }
+            _ => None,
+        });
+        let pre = if has_missing || accept_params == Some(3) {
             let mut linker = (*self.linker).clone();
+            linker.allow_shadowing(true);
+            if accept_params == Some(3) {
+                socket::define_accept(&mut linker, 3)
+                    .map_err(|e| LoadError::Unsupported(format!("cannot bind sock_accept: {e}")))?;
+            }
             wasi::stub_missing(&mut linker, &module).map_err(LoadError::Unsupported)?;
             linker.instantiate_pre(&module)
         } else {
@@ -196,6 +212,8 @@ pub struct Invocation {
     pub timeout: Duration,
     /// Most bytes the guest may write to stdout.
     pub stdout_cap: usize,
+    /// Where the guest may connect and listen.
+    pub net: Arc<NetPolicy>,
 }
 
 impl Prepared {
@@ -214,11 +232,14 @@ impl Prepared {
                     e
                 })
                 .collect(),
-            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function),
+            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function.clone()),
             limiter: MemoryLimiter {
                 max_bytes: inv.memory_bytes as usize,
                 hit: false,
             },
+            function: inv.function,
+            net: inv.net,
+            resolved: Vec::new(),
         };
         let mut store = Store::new(self.pre.module().engine(), host);
         store.limiter(|h| &mut h.limiter);

@@ -6,12 +6,17 @@
 //! so a guest gets a clean error code instead of a link failure. Waits (`poll_oneoff`,
 //! `sched_yield`) are async and never block a tokio worker.
 
-use std::sync::LazyLock;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+use std::task::Poll;
+use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Extern, ExternType, Linker, Memory, Module, Val, ValType};
 
 use super::fd::{Descriptor, FdTable};
+use super::socket;
+use crate::network::NetPolicy;
 
 /// The import module every WASI preview1 (and WasmEdge socket) function lives in.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -85,6 +90,12 @@ pub struct Host {
     pub fds: FdTable,
     /// The memory cap, consulted by wasmtime on every `memory.grow`.
     pub limiter: MemoryLimiter,
+    /// The function's name, for logs.
+    pub function: Arc<str>,
+    /// Where the function may connect and listen.
+    pub net: Arc<NetPolicy>,
+    /// `(name, ip)` pairs this instance's own lookups returned, for the allow-list.
+    pub resolved: Vec<(String, IpAddr)>,
 }
 
 /// The process-wide origin of the monotonic clock the guests see.
@@ -158,7 +169,7 @@ fn ret(r: Result<(), Errno>) -> wasmtime::Result<i32> {
 }
 
 /// Runs `f` with the guest memory and the host state borrowed together.
-fn with_mem<R>(
+pub(super) fn with_mem<R>(
     caller: &mut Caller<'_, Host>,
     f: impl FnOnce(&mut [u8], &mut Host) -> Result<R, Errno>,
 ) -> Result<R, Errno> {
@@ -207,6 +218,12 @@ pub const PROVIDED: &[&str] = &[
     "sched_yield",
 ];
 
+/// Whether the host defines this `wasi_snapshot_preview1` function (preview1 subset or socket
+/// extension).
+pub fn provides(name: &str) -> bool {
+    PROVIDED.contains(&name) || socket::PROVIDED.contains(&name)
+}
+
 /// Defines the preview1 subset in `linker`.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "args_get", |mut c: Caller<'_, Host>, argv: u32, buf: u32| {
@@ -250,13 +267,15 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     })?;
     linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: Caller<'_, Host>, fd: u32, out: u32| {
         ret(with_mem(&mut c, |m, h| {
-            let filetype = match h.fds.get(fd).ok_or(errno::BADF)? {
+            let (filetype, flags) = match h.fds.get(fd).ok_or(errno::BADF)? {
                 // character_device
-                Descriptor::Stdin(_) | Descriptor::Stdout(_) | Descriptor::Stderr(_) => 2u8,
+                Descriptor::Stdin(_) | Descriptor::Stdout(_) | Descriptor::Stderr(_) => (2u8, 0u16),
+                Descriptor::Socket(s) => (socket::filetype(s), if s.nonblocking { 4 } else { 0 }),
             };
             let stat = m.slice_mut(out, 24)?;
             stat.fill(0);
             stat[0] = filetype;
+            stat[2..4].copy_from_slice(&flags.to_le_bytes());
             // fd_read | fd_write | poll_fd_readwrite, and the same inheritable.
             let rights: u64 = (1 << 1) | (1 << 6) | (1 << 27);
             stat[8..16].copy_from_slice(&rights.to_le_bytes());
@@ -264,9 +283,17 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Ok(())
         }))
     })?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_flags", |c: Caller<'_, Host>, fd: u32, _flags: u32| {
-        // Stdio is never waited on, so blocking and non-blocking mode are the same.
-        ret(c.data().fds.get(fd).map(drop).ok_or(errno::BADF))
+    linker.func_wrap(MODULE, "fd_fdstat_set_flags", |mut c: Caller<'_, Host>, fd: u32, flags: u32| {
+        ret(match c.data_mut().fds.get_mut(fd) {
+            // NONBLOCK (4) is the one flag that matters, for sockets.
+            Some(Descriptor::Socket(s)) => {
+                s.nonblocking = flags & 4 != 0;
+                Ok(())
+            }
+            // Stdio is never waited on, so blocking and non-blocking mode are the same.
+            Some(_) => Ok(()),
+            None => Err(errno::BADF),
+        })
     })?;
     // No preopened directories: EBADF ends the guest's scan at fd 3.
     linker.func_wrap(MODULE, "fd_prestat_get", |_: Caller<'_, Host>, _fd: u32, _out: u32| {
@@ -324,7 +351,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                             }
                         }
                         Descriptor::Stderr(log) => log.write(bytes),
-                        Descriptor::Stdin(_) => return Err(errno::BADF),
+                        Descriptor::Stdin(_) | Descriptor::Socket(_) => return Err(errno::BADF),
                     }
                     total += len;
                 }
@@ -402,17 +429,24 @@ fn parse_subscription(m: &[u8], at: u32) -> Result<Subscription, Errno> {
     }
 }
 
-/// An event to report: `(userdata, error, type, nbytes)`.
-type Event = (u64, u16, u8, u64);
+/// An event to report: `(userdata, type, nbytes, hangup)`. The error field is never set:
+/// tokio_wasi panics on it, so trouble is reported as readiness with the hang-up flag.
+type Event = (u64, u8, u64, bool);
 
-/// Readiness of an fd subscription right now, if it is ready.
-fn fd_ready(fds: &FdTable, fd: u32, write: bool) -> Option<(u16, u64)> {
-    match (fds.get(fd), write) {
-        (Some(Descriptor::Stdin(s)), false) => Some((0, s.remaining.len() as u64)),
-        (Some(Descriptor::Stdout(_) | Descriptor::Stderr(_)), true) => Some((0, 0)),
-        // Stdio waits the wrong way never become ready; report them as bad instead of hanging.
-        (Some(_), _) => Some((errno::BADF as u16, 0)),
-        (None, _) => Some((errno::BADF as u16, 0)),
+/// Longest a `poll_oneoff` that waits on fds blocks before returning no events. tokio_wasi's
+/// current-thread runtime can park while its main task is already woken (its unpark is a no-op
+/// on WASI), so an unbounded wait could hang a guest whose socket stays quiet; a bounded one
+/// makes it look again.
+const MAX_FD_WAIT: Duration = Duration::from_millis(5);
+
+/// Readiness of one fd subscription now; registers `cx` for a wakeup if not ready.
+fn fd_ready(fds: &mut FdTable, fd: u32, write: bool, cx: &mut std::task::Context<'_>) -> Option<(u64, bool)> {
+    match fds.get_mut(fd) {
+        Some(Descriptor::Stdin(s)) if !write => Some((s.remaining.len() as u64, false)),
+        Some(Descriptor::Stdout(_) | Descriptor::Stderr(_)) if write => Some((0, false)),
+        Some(Descriptor::Socket(s)) => s.poll_ready(cx, write).map(|hangup| (0, hangup)),
+        // Stdio waited on the wrong way, or a closed fd: never ready otherwise, so say so now.
+        _ => Some((0, true)),
     }
 }
 
@@ -431,46 +465,58 @@ async fn poll_oneoff(
             .map(|i| parse_subscription(m, subs_ptr + i * SUBSCRIPTION_SIZE))
             .collect::<Result<Vec<_>, _>>()
     })?;
-
-    let mut events: Vec<Event> = Vec::new();
-    let fds = &caller.data().fds;
-    for s in &subs {
-        if let Subscription::Fd { userdata, fd, write } = *s {
-            if let Some((err, nbytes)) = fd_ready(fds, fd, write) {
-                events.push((userdata, err, if write { 2 } else { 1 }, nbytes));
-            }
-        }
-    }
-    let earliest = subs
+    let has_fds = subs.iter().any(|s| matches!(s, Subscription::Fd { .. }));
+    let clock_deadline = subs
         .iter()
         .filter_map(|s| match s {
             Subscription::Clock { deadline, .. } => Some(*deadline),
             Subscription::Fd { .. } => None,
         })
         .min();
-    if events.is_empty() {
-        if let Some(deadline) = earliest {
-            tokio::time::sleep_until(deadline.into()).await;
-        }
-    }
-    let now = Instant::now();
-    for s in &subs {
-        if let Subscription::Clock { userdata, deadline } = *s {
-            if deadline <= now {
-                events.push((userdata, 0, 0, 0));
+    let cap = has_fds.then(|| Instant::now() + MAX_FD_WAIT);
+    let wake_at = match (clock_deadline, cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let mut sleep = wake_at.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+
+    let host = caller.data_mut();
+    let events: Vec<Event> = std::future::poll_fn(|cx| {
+        let mut events = Vec::new();
+        for s in &subs {
+            if let Subscription::Fd { userdata, fd, write } = *s {
+                if let Some((nbytes, hangup)) = fd_ready(&mut host.fds, fd, write, cx) {
+                    events.push((userdata, if write { 2 } else { 1 }, nbytes, hangup));
+                }
             }
         }
-    }
+        let now = Instant::now();
+        for s in &subs {
+            if let Subscription::Clock { userdata, deadline } = *s {
+                if deadline <= now {
+                    events.push((userdata, 0, 0, false));
+                }
+            }
+        }
+        if !events.is_empty() {
+            return Poll::Ready(events);
+        }
+        match sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Vec::new()),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
 
     with_mem(caller, |m, _| {
-        for (i, (userdata, error, kind, nbytes)) in events.iter().enumerate() {
+        for (i, (userdata, kind, nbytes, hangup)) in events.iter().enumerate() {
             let at = events_ptr + i as u32 * EVENT_SIZE;
             let ev = m.slice_mut(at, EVENT_SIZE)?;
             ev.fill(0);
             ev[0..8].copy_from_slice(&userdata.to_le_bytes());
-            ev[8..10].copy_from_slice(&error.to_le_bytes());
             ev[10] = *kind;
             ev[16..24].copy_from_slice(&nbytes.to_le_bytes());
+            ev[24] = u8::from(*hangup);
         }
         m.write_u32(nevents_ptr, events.len() as u32)
     })
@@ -488,7 +534,7 @@ pub fn stub_missing(linker: &mut Linker<Host>, module: &Module) -> Result<(), St
                 import.name()
             ));
         }
-        if PROVIDED.contains(&import.name()) {
+        if provides(import.name()) {
             continue;
         }
         let ExternType::Func(ty) = import.ty() else {
