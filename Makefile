@@ -3,16 +3,22 @@
 
 CARGO ?= cargo
 LISTEN ?= 127.0.0.1:8080
+# The orders functions' database and the notify function's receiver; override either.
+export DATABASE_URL ?= mysql://root@127.0.0.1:3306/test
+export NOTIFY_URL ?= http://127.0.0.1:9000/events
 WASM_TARGET := wasm32-wasip1
 # Every workspace member except the native ones is a function crate built for wasm.
 NATIVE := --exclude dispatcher --exclude bench
 
-.PHONY: all setup functions dispatcher run test bench check clean
+.PHONY: all setup database functions dispatcher run test bench check clean
 
 all: functions dispatcher
 
 setup:
 	@scripts/setup.sh
+
+database:
+	@scripts/mariadb.sh
 
 functions: setup
 	$(CARGO) build --release --target $(WASM_TARGET) --workspace $(NATIVE)
@@ -20,16 +26,16 @@ functions: setup
 dispatcher:
 	$(CARGO) build --release -p dispatcher
 
-run: functions dispatcher
+run: functions dispatcher database
 	$(CARGO) run --release -p dispatcher -- serve --manifests manifests --listen $(LISTEN)
 
 check: functions dispatcher
 	$(CARGO) run --release -p dispatcher -- check --manifests manifests
 
-test: functions
+test: functions database
 	$(CARGO) test --release -p dispatcher
 
-bench: functions dispatcher
+bench: functions dispatcher database
 	$(CARGO) run --release -p bench
 
 clean:

@@ -9,7 +9,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-packages=(clang llvm-14 wasi-libc wrk)
+packages=(clang llvm-14 wasi-libc wrk mariadb-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -30,9 +30,28 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `host:port`, `[v6]:port`, with `*` as the port for any.
+    /// Parses `host:port`, `[v6]:port`, with `*` as the port for any; or a URL such as
+    /// `mysql://user:pw@db:3306/app`, whose host and port (or the scheme's default) are used,
+    /// so that `allow = ["${DATABASE_URL}"]` keeps the address out of the manifest.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let expected = "expected host:port, such as \"db:3306\", \"127.0.0.1:*\" or \"[::1]:80\"";
+        if let Some((scheme, rest)) = s.split_once("://") {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() && !hostport.ends_with(']'));
+            if has_port {
+                return Self::parse(hostport).map_err(|e| format!("in URL `{scheme}://…`: {e}"));
+            }
+            let port = match scheme {
+                "http" | "ws" => 80,
+                "https" | "wss" => 443,
+                "mysql" | "mariadb" => 3306,
+                "postgres" | "postgresql" => 5432,
+                "redis" => 6379,
+                _ => return Err(format!("`{scheme}://…` has no port, and `{scheme}` has no default port: expected host:port in the URL")),
+            };
+            return Self::parse(&format!("{hostport}:{port}"));
+        }
+        let expected = "expected host:port, such as \"db:3306\", \"127.0.0.1:*\" or \"[::1]:80\", or a URL";
         let (host, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("`{s}` has no port: {expected}"))?;
@@ -128,6 +147,10 @@ mod tests {
         assert!(Endpoint::parse("db").unwrap_err().contains("has no port"));
         assert!(Endpoint::parse("db:http").unwrap_err().contains("is not a port"));
         assert!(Endpoint::parse("d b:1").unwrap_err().contains("is not a host"));
+        assert_eq!(Endpoint::parse("mysql://root:pw@db:3307/test").unwrap(), Endpoint::parse("db:3307").unwrap());
+        assert_eq!(Endpoint::parse("mysql://root@db/test").unwrap(), Endpoint::parse("db:3306").unwrap());
+        assert_eq!(Endpoint::parse("http://127.0.0.1:9000/hook?x=1").unwrap(), Endpoint::parse("127.0.0.1:9000").unwrap());
+        assert!(Endpoint::parse("foo://h/x").is_err());
     }
 
     #[test]
