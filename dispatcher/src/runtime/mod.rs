@@ -236,6 +236,7 @@ impl Prepared {
             limiter: MemoryLimiter {
                 max_bytes: inv.memory_bytes as usize,
                 hit: false,
+                peak: 0,
             },
             function: inv.function,
             net: inv.net,
@@ -248,6 +249,7 @@ impl Prepared {
 
         let result = tokio::time::timeout(inv.timeout, run(&self.pre, &mut store)).await;
         let host = store.data_mut();
+        tracing::debug!(function = %host.function, peak_memory = host.limiter.peak, "instance done");
         let stdout = host.fds.take_stdout();
         if let Some(c) = &stdout {
             if c.overflowed {

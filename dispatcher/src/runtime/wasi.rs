@@ -51,6 +51,8 @@ pub struct MemoryLimiter {
     pub max_bytes: usize,
     /// Set when a growth past `max_bytes` was refused.
     pub hit: bool,
+    /// The largest size the memory grew to, for the log.
+    pub peak: usize,
 }
 
 /// Most table elements an instance may grow to (function tables of big Rust modules fit).
@@ -67,6 +69,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -437,7 +440,7 @@ type Event = (u64, u8, u64, bool);
 /// current-thread runtime can park while its main task is already woken (its unpark is a no-op
 /// on WASI), so an unbounded wait could hang a guest whose socket stays quiet; a bounded one
 /// makes it look again.
-const MAX_FD_WAIT: Duration = Duration::from_millis(5);
+const MAX_FD_WAIT: Duration = Duration::from_millis(1);
 
 /// Readiness of one fd subscription now; registers `cx` for a wakeup if not ready.
 fn fd_ready(fds: &mut FdTable, fd: u32, write: bool, cx: &mut std::task::Context<'_>) -> Option<(u64, bool)> {
@@ -465,6 +468,7 @@ async fn poll_oneoff(
             .map(|i| parse_subscription(m, subs_ptr + i * SUBSCRIPTION_SIZE))
             .collect::<Result<Vec<_>, _>>()
     })?;
+    tracing::trace!(?subs, "poll_oneoff");
     let has_fds = subs.iter().any(|s| matches!(s, Subscription::Fd { .. }));
     let clock_deadline = subs
         .iter()
