@@ -440,7 +440,7 @@ type Event = (u64, u8, u64, bool);
 /// current-thread runtime can park while its main task is already woken (its unpark is a no-op
 /// on WASI), so an unbounded wait could hang a guest whose socket stays quiet; a bounded one
 /// makes it look again.
-const MAX_FD_WAIT: Duration = Duration::from_millis(1);
+const MAX_FD_WAIT: Duration = Duration::from_millis(5);
 
 /// Readiness of one fd subscription now; registers `cx` for a wakeup if not ready.
 fn fd_ready(fds: &mut FdTable, fd: u32, write: bool, cx: &mut std::task::Context<'_>) -> Option<(u64, bool)> {

@@ -55,9 +55,7 @@ impl From<mysql_async::Error> for ApiError {
 pub async fn connect() -> Result<Conn, ApiError> {
     let url = std::env::var("DATABASE_URL")
         .map_err(|_| ApiError::Internal("DATABASE_URL is not set in the manifest's [env]".into()))?;
-    let t = std::time::Instant::now();
     let opts = Opts::from_url(&url).map_err(|e| ApiError::Internal(format!("DATABASE_URL: {e}")))?;
-    eprintln!("DEBUG from_url_us={}", t.elapsed().as_micros());
     // A fresh instance has no unix socket to switch to.
     let opts = OptsBuilder::from_opts(opts).prefer_socket(false);
     match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
