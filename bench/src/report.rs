@@ -94,7 +94,7 @@ impl Table {
     }
 }
 
-/// `N cores, <model name>` of this machine.
+/// This machine: cores, CPU model and how busy it is.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -106,5 +106,10 @@ pub fn machine() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores (nproc), {model}")
+    // Other work on the machine skews every figure above; say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    format!("{cores} cores, {model}; 1-minute load average at the end: {load}")
 }

@@ -176,6 +176,25 @@ pub fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
     })
 }
 
+/// The `Status` a function wrote in its header section, if it wrote one.
+pub fn explicit_status(output: &[u8]) -> Option<u16> {
+    for line in output.split(|&b| b == b'\n').take(MAX_HEADER_LINES) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let text = std::str::from_utf8(line).ok()?;
+        let (name, value) = text.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case("status") {
+            return value.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// How many header lines [`explicit_status`] looks at.
+const MAX_HEADER_LINES: usize = 200;
+
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(80) {
         Some((i, _)) => &s[..i],
@@ -197,6 +216,14 @@ mod tests {
         let r = parse_output(b"Content-Type: a/b\n\n".to_vec()).unwrap();
         assert_eq!(r.status, 200);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn finds_an_explicit_status() {
+        assert_eq!(explicit_status(b"Content-Type: a\nStatus: 500 Oops\n\nbody"), Some(500));
+        assert_eq!(explicit_status(b"Location: /x\n\n"), None);
+        assert_eq!(explicit_status(b""), None);
+        assert_eq!(explicit_status(b"plain text output\nStatus: 500\n"), None);
     }
 
     #[test]

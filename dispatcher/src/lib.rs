@@ -10,4 +10,7 @@ pub mod network;
 pub mod registry;
 pub mod route;
 pub mod runtime;
+pub mod schedule;
+pub mod scheduler;
 pub mod server;
+pub mod store;

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 use dispatcher::manifest;
 use dispatcher::registry::Registry;
 use dispatcher::runtime::{Runtime, RuntimeConfig};
+use dispatcher::scheduler::{self, SchedulerConfig};
 use dispatcher::server::{self, AppState, ServerConfig};
+use dispatcher::store::Store;
 
 #[derive(Parser)]
 #[command(version, about = "Serverless functions on WebAssembly: HTTP routes to a fresh instance per request")]
@@ -33,12 +35,50 @@ enum Command {
         /// Largest request body, in bytes.
         #[arg(long, env = "DISPATCHER_MAX_BODY", default_value_t = 16 << 20)]
         max_body: usize,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Validate the manifests and compile their modules, then exit: 0 if all are good.
     Check {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// List each schedule with its next 5 fire times, in its time zone.
+    Schedules {
+        /// Folder of manifests.
+        #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
+        manifests: PathBuf,
+    },
+    /// Print the history of scheduled runs from the platform database, newest first.
+    Runs {
+        /// Only this function's runs.
+        name: Option<String>,
+        /// How many attempts to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The platform database (schedule claims and history): a mysql:// URL. Defaults to
+    /// DATABASE_URL. Without one, a lone dispatcher keeps schedules in memory.
+    #[arg(long = "db", env = "DISPATCHER_DB")]
+    url: Option<String>,
+}
+
+impl DbArgs {
+    fn url(&self) -> Option<String> {
+        self.url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+    }
 }
 
 #[derive(clap::Args)]
@@ -89,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             load,
             listen,
             max_body,
+            db,
         } => {
             let registry = load_registry(&load)?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -106,21 +147,95 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for r in &routes {
                 tracing::info!("route {r}");
             }
-            let state = Arc::new(AppState {
-                registry,
-                config: ServerConfig {
-                    max_body_bytes: max_body,
-                    ..ServerConfig::default()
+            let registry = Arc::new(registry);
+            let store = open_store(&db, &registry).await?;
+            let config = ServerConfig {
+                max_body_bytes: max_body,
+                ..ServerConfig::default()
+            };
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let scheduler = tokio::spawn(scheduler::run(
+                registry.clone(),
+                store,
+                SchedulerConfig {
+                    replica: scheduler::replica_name(),
+                    max_output_bytes: config.max_output_bytes,
+                    drain_timeout: config.drain_timeout,
                 },
+                stop_rx.clone(),
+            ));
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
             });
+            let state = Arc::new(AppState { registry, config });
             // The one line scripts and tests wait for.
             println!("dispatcher listening on http://{addr}");
             std::io::stdout().flush().context("stdout")?;
-            server::serve(listener, state, shutdown_signal()).await
+            let mut stop = stop_rx;
+            server::serve(listener, state, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+            scheduler.await.context("the scheduler task failed")?;
+            Ok(())
         }
         Command::Check { load } => {
             let registry = load_registry(&load)?;
             println!("{} function(s) OK", registry.functions.len());
+            Ok(())
+        }
+        Command::Schedules { manifests } => {
+            let (specs, errors) = manifest::load_dir(&manifests, &|k| std::env::var(k).ok());
+            if !errors.is_empty() {
+                return Err(manifest::ManifestErrors(errors).into());
+            }
+            let now = chrono::Utc::now();
+            let mut any = false;
+            for spec in &specs {
+                for s in &spec.schedules {
+                    any = true;
+                    println!(
+                        "{} / {}  cron \"{}\"  {}  overlap={:?} catch_up={:?} retries={}",
+                        spec.name, s.name, s.expression, s.timezone, s.overlap, s.catch_up, s.retries
+                    );
+                    for t in s.upcoming(now, 5) {
+                        println!("    {}", t.format("%Y-%m-%d %H:%M:%S %Z (%:z)"));
+                    }
+                }
+            }
+            if !any {
+                println!("no schedules in {}", manifests.display());
+            }
+            Ok(())
+        }
+        Command::Runs { name, limit, json, db } => {
+            let url = db.url().context(
+                "the run history lives in the platform database: set DISPATCHER_DB (or DATABASE_URL)",
+            )?;
+            let store = Store::connect(&url).await?;
+            let runs = store.runs(name.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} ERROR",
+                "FUNCTION", "SCHEDULE", "FIRE TIME", "#", "STATUS", "MS", "REPLICA"
+            );
+            for r in runs {
+                println!(
+                    "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} {}",
+                    r.function,
+                    r.schedule,
+                    r.fire_time,
+                    r.attempt,
+                    r.status,
+                    r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                    r.replica,
+                    r.error.unwrap_or_default()
+                );
+            }
             Ok(())
         }
     }
@@ -139,6 +254,22 @@ fn load_registry(load: &LoadArgs) -> anyhow::Result<Registry> {
         Ok(registry)
     } else {
         Err(manifest::ManifestErrors(errors).into())
+    }
+}
+
+/// The platform database if one is configured, else memory; connected only when some
+/// function has a schedule.
+async fn open_store(db: &DbArgs, registry: &Registry) -> anyhow::Result<Arc<Store>> {
+    let scheduled = registry.functions.values().any(|f| !f.spec.schedules.is_empty());
+    if !scheduled {
+        return Ok(Arc::new(Store::memory()));
+    }
+    match db.url() {
+        Some(url) => Ok(Arc::new(Store::connect(&url).await.context("DISPATCHER_DB")?)),
+        None => {
+            tracing::warn!("no DISPATCHER_DB or DATABASE_URL: schedules run from memory, so several replicas would each run every fire");
+            Ok(Arc::new(Store::memory()))
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::network::{Endpoint, NetPolicy};
 use crate::route::RoutePattern;
+use crate::schedule::{RawSchedule, ScheduleSpec};
 
 /// Default linear-memory cap for a function, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
@@ -80,6 +81,9 @@ struct RawNetwork {
 struct RawTriggers {
     /// `[trigger.http]`: one route.
     http: Option<RawHttpTrigger>,
+    /// `[[trigger.schedule]]`: any number of cron schedules.
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +119,8 @@ pub struct FunctionSpec {
     pub wasm: Vec<u8>,
     /// The HTTP route, if the function has one.
     pub http: Option<HttpTriggerSpec>,
+    /// Cron schedules, if any.
+    pub schedules: Vec<ScheduleSpec>,
     /// `[env]` with `${VAR}` already expanded, in a stable order.
     pub env: Vec<(String, String)>,
     /// Resource caps for each invocation.
@@ -345,10 +351,21 @@ fn parse_raw(
             methods: methods?,
         })
     });
-    if raw.trigger.http.is_none() {
+    let mut schedules: Vec<ScheduleSpec> = Vec::new();
+    for (i, rs) in raw.trigger.schedule.iter().enumerate() {
+        match ScheduleSpec::parse(rs, i) {
+            Ok(spec) if schedules.iter().any(|s| s.name == spec.name) => errors.push(err(
+                &format!("trigger.schedule[{i}].name"),
+                format!("`{}` is already the name of another schedule of this function: expected a unique name", spec.name),
+            )),
+            Ok(spec) => schedules.push(spec),
+            Err(errs) => errors.extend(errs.into_iter().map(|(f, m)| err(&f, m))),
+        }
+    }
+    if raw.trigger.http.is_none() && raw.trigger.schedule.is_empty() {
         errors.push(err(
             "trigger",
-            "the function has no trigger: expected a `[trigger.http]` section".into(),
+            "the function has no trigger: expected a `[trigger.http]` section or `[[trigger.schedule]]` entries".into(),
         ));
     }
 
@@ -394,6 +411,7 @@ fn parse_raw(
             wasm_path,
             wasm,
             http,
+            schedules,
             env,
             limits,
             network: Arc::new(network),

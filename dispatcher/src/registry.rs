@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 
 use crate::manifest::{FunctionSpec, ManifestError};
 use crate::route::RouteTable;
-use crate::runtime::{Prepared, Runtime};
+use crate::runtime::{Invocation, Prepared, Runtime};
 
 /// One deployed function.
 pub struct Function {
@@ -19,6 +19,22 @@ pub struct Function {
     pub module: Prepared,
     /// Caps the instances in flight at `limits.max_concurrency`.
     pub permits: Arc<Semaphore>,
+}
+
+impl Function {
+    /// An invocation of this function with its limits and network policy.
+    pub fn invocation(&self, env: Vec<(String, String)>, stdin: bytes::Bytes, stdout_cap: usize) -> Invocation {
+        Invocation {
+            function: self.name.clone(),
+            args: vec![self.spec.name.clone()],
+            env,
+            stdin,
+            memory_bytes: self.spec.limits.memory_bytes,
+            timeout: self.spec.limits.timeout,
+            stdout_cap,
+            net: self.spec.network.clone(),
+        }
+    }
 }
 
 /// Everything that is deployed.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use crate::cgi::{self, RequestInfo};
 use crate::registry::{Function, Registry};
 use crate::route::Lookup;
-use crate::runtime::{Invocation, InvokeError};
+use crate::runtime::InvokeError;
 
 /// Settings of the HTTP trigger.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ impl Default for ServerConfig {
 
 /// What every request handler shares.
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub config: ServerConfig,
 }
 
@@ -216,22 +216,10 @@ async fn route(
         matched: &matched,
     };
     let env = cgi::request_env(&info, &function.spec.env);
-    let result = function.module.invoke(invocation(function, env, body, state)).await;
+    let inv = function.invocation(env, body, state.config.max_output_bytes);
+    let result = function.module.invoke(inv).await;
     drop(permit);
     (name, respond(function, result))
-}
-
-fn invocation(function: &Function, env: Vec<(String, String)>, stdin: Bytes, state: &AppState) -> Invocation {
-    Invocation {
-        function: function.name.clone(),
-        args: vec![function.spec.name.clone()],
-        env,
-        stdin,
-        memory_bytes: function.spec.limits.memory_bytes,
-        timeout: function.spec.limits.timeout,
-        stdout_cap: state.config.max_output_bytes,
-        net: function.spec.network.clone(),
-    }
 }
 
 /// Why a request body was not read.

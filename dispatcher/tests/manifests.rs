@@ -83,8 +83,10 @@ fn the_shipped_manifests_are_valid() {
         .arg("check")
         .arg("--manifests")
         .arg(repo().join("manifests"))
-        .arg("--no-cache")
+        .arg("--cache-dir")
+        .arg(common::shared_cache())
         .env("DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
+        .env("NOTIFY_URL", "http://127.0.0.1:9000/events")
         .output()
         .unwrap();
     assert!(

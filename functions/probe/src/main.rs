@@ -1,4 +1,5 @@
-//! A test function for the platform's own tests: `?do=<what>` picks one behaviour.
+//! A test function for the platform's own tests: `?do=<what>` picks one behaviour. As a
+//! schedule job (`TRIGGER=schedule`) it logs the event and can fail or sleep on request.
 //!
 //! - `env`: the environment as a JSON object, and the body length it read from stdin.
 //! - `counter`: increments a static counter and prints it (a fresh instance always says 1).
@@ -19,7 +20,36 @@ use function_sdk::{query, text, Request, Response};
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn main() {
+    if std::env::var("TRIGGER").as_deref() == Ok("schedule") {
+        return scheduled();
+    }
     function_sdk::run_async(|req: Request| async move { handle(req).await });
+}
+
+/// A schedule event: logs what it saw; fails while `ATTEMPT <= PROBE_FAIL_UNTIL_ATTEMPT`;
+/// sleeps `PROBE_SLEEP_MS` first.
+fn scheduled() {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let mut payload = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut payload);
+    eprintln!(
+        "schedule-event name={} at={} attempt={} method={} payload={}",
+        var("SCHEDULE_NAME"),
+        var("SCHEDULED_AT"),
+        var("ATTEMPT"),
+        var("REQUEST_METHOD"),
+        payload
+    );
+    let sleep_ms: u64 = var("PROBE_SLEEP_MS").parse().unwrap_or(0);
+    if sleep_ms > 0 {
+        std::thread::sleep(Duration::from_millis(sleep_ms));
+    }
+    let attempt: u32 = var("ATTEMPT").parse().unwrap_or(0);
+    let fail_until: u32 = var("PROBE_FAIL_UNTIL_ATTEMPT").parse().unwrap_or(0);
+    if attempt <= fail_until {
+        println!("Status: 500\n\nfailing attempt {attempt} on purpose");
+    }
+    eprintln!("schedule-done at={} attempt={}", var("SCHEDULED_AT"), attempt);
 }
 
 fn num(req: &Request, name: &str) -> u64 {

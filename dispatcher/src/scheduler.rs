@@ -1,0 +1,326 @@
+//! The schedule trigger: fires every function's cron schedules, exactly once across the
+//! replicas that share a [`Store`], with retries, overlap control and catch-up.
+//!
+//! Semantics: each fire time starts once. A failed attempt (non-zero exit, trap, timeout, or a
+//! non-2xx `Status`) is retried up to `retries` times with exponential backoff from 1 s, by
+//! the same replica. A run that dies with its replica is retried by another replica as
+//! attempt n+1 once its lease (the function's timeout plus a margin) expires.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::registry::{Function, Registry};
+use crate::schedule::{backoff, CatchUp, Overlap, ScheduleSpec, CATCH_UP_WINDOW};
+use crate::store::{FireKey, Store};
+
+/// Extra lease time beyond the function's timeout, for the store round trips around a run.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How often a replica looks for runs abandoned by a dead replica.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Longest single sleep, so a wall-clock jump is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Settings of the schedule trigger.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This replica's name in claims and history.
+    pub replica: String,
+    /// Most bytes a job may write to stdout.
+    pub max_output_bytes: usize,
+    /// How long shutdown waits for runs in flight.
+    pub drain_timeout: Duration,
+}
+
+/// What every schedule task shares.
+struct Shared {
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    config: SchedulerConfig,
+    /// Runs of each (function, schedule) in flight on this replica, for `overlap = "skip"`.
+    local_running: Mutex<HashMap<(String, String), u32>>,
+}
+
+/// A unique name for this replica: host, process and a random suffix.
+pub fn replica_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let mut r = [0u8; 3];
+    let _ = getrandom::fill(&mut r);
+    format!("{host}-{}-{:02x}{:02x}{:02x}", std::process::id(), r[0], r[1], r[2])
+}
+
+/// Runs every schedule until `shutdown` turns true, then waits for runs in flight (at most
+/// `drain_timeout`; what is cut off is retried elsewhere once its lease expires).
+pub async fn run(registry: Arc<Registry>, store: Arc<Store>, config: SchedulerConfig, mut shutdown: watch::Receiver<bool>) {
+    let shared = Arc::new(Shared {
+        registry,
+        store,
+        config,
+        local_running: Mutex::new(HashMap::new()),
+    });
+    let mut runs: JoinSet<()> = JoinSet::new();
+    let mut loops: JoinSet<()> = JoinSet::new();
+    let (fire_tx, mut fire_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    for function in shared.registry.functions.values() {
+        for i in 0..function.spec.schedules.len() {
+            let task = schedule_loop(shared.clone(), function.clone(), i, fire_tx.clone(), shutdown.clone());
+            loops.spawn(task);
+        }
+    }
+    if loops.is_empty() {
+        return;
+    }
+    {
+        let shared = shared.clone();
+        let tx = fire_tx.clone();
+        let shutdown = shutdown.clone();
+        loops.spawn(reap_loop(shared, tx, shutdown));
+    }
+    drop(fire_tx);
+    loop {
+        tokio::select! {
+            job = fire_rx.recv() => match job {
+                Some(job) => {
+                    let shared = shared.clone();
+                    runs.spawn(async move { job.run(&shared).await });
+                }
+                None => break,
+            },
+            Some(_) = runs.join_next(), if !runs.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    loops.abort_all();
+    let drain = shared.config.drain_timeout;
+    if tokio::time::timeout(drain, async { while runs.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("scheduled runs still in flight after {drain:?}; another replica retries them when their leases expire");
+        runs.abort_all();
+    }
+}
+
+/// One fire to run: a new one (claim first) or one taken over from a dead replica.
+struct Job {
+    function: Arc<Function>,
+    schedule: usize,
+    at: DateTime<Utc>,
+    /// `Some((id, attempt))` when the fire is already ours (taken over).
+    taken: Option<(u64, u32)>,
+}
+
+fn lease(function: &Function) -> Duration {
+    function.spec.limits.timeout + LEASE_MARGIN
+}
+
+async fn schedule_loop(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    index: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<Job>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let spec = &function.spec.schedules[index];
+    let now = Utc::now();
+    if spec.catch_up == CatchUp::Latest {
+        if let Some(missed) = spec.latest_before(now, CATCH_UP_WINDOW) {
+            let key = fire_key(&function, spec, missed);
+            match shared.store.exists(&key).await {
+                Ok(false) => {
+                    tracing::info!(function = %function.name, schedule = %spec.name, fire_time = %missed, "catching up a missed fire");
+                    let _ = tx.send(Job { function: function.clone(), schedule: index, at: missed, taken: None });
+                }
+                Ok(true) => {}
+                Err(e) => tracing::warn!(function = %function.name, schedule = %spec.name, "catch-up check failed: {e:#}"),
+            }
+        }
+    }
+    let mut after = now;
+    loop {
+        let Some(next) = spec.next_after(after) else {
+            tracing::info!(function = %function.name, schedule = %spec.name, "the schedule has no more fire times");
+            return;
+        };
+        // Sleep until the fire time by the wall clock, in bounded steps.
+        loop {
+            let remaining = (next - Utc::now()).to_std().unwrap_or_default();
+            if remaining.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(remaining.min(MAX_SLEEP)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        after = next;
+        if tx.send(Job { function: function.clone(), schedule: index, at: next, taken: None }).is_err() {
+            return;
+        }
+    }
+}
+
+async fn reap_loop(shared: Arc<Shared>, tx: tokio::sync::mpsc::UnboundedSender<Job>, mut shutdown: watch::Receiver<bool>) {
+    let known = |function: &str, schedule: &str| {
+        let f = shared.registry.functions.get(function)?;
+        let s = f.spec.schedules.iter().find(|s| s.name == schedule)?;
+        Some((s.retries, lease(f)))
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(REAP_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        match shared.store.take_abandoned(&shared.config.replica, &known).await {
+            Ok(taken) => {
+                for a in taken {
+                    let Some(function) = shared.registry.functions.get(&a.key.function) else { continue };
+                    let Some(index) = function.spec.schedules.iter().position(|s| s.name == a.key.schedule) else { continue };
+                    tracing::info!(function = %a.key.function, schedule = %a.key.schedule, fire_time = %a.key.at, attempt = a.attempt, "taking over a run whose replica stopped");
+                    let _ = tx.send(Job { function: function.clone(), schedule: index, at: a.key.at, taken: Some((a.id, a.attempt)) });
+                }
+            }
+            Err(e) => tracing::warn!("looking for abandoned runs failed: {e:#}"),
+        }
+    }
+}
+
+fn fire_key(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>) -> FireKey {
+    FireKey { function: function.spec.name.clone(), schedule: spec.name.clone(), at }
+}
+
+/// Marks a (function, schedule) as running on this replica while alive.
+struct LocalRun<'a> {
+    shared: &'a Shared,
+    key: (String, String),
+}
+
+impl<'a> LocalRun<'a> {
+    fn start(shared: &'a Shared, key: (String, String)) -> (Self, u32) {
+        let mut m = shared.local_running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.clone()).or_default();
+        *n += 1;
+        let before = *n - 1;
+        (LocalRun { shared, key }, before)
+    }
+}
+
+impl Drop for LocalRun<'_> {
+    fn drop(&mut self) {
+        let mut m = self.shared.local_running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Job {
+    async fn run(self, shared: &Shared) {
+        let spec = &self.function.spec.schedules[self.schedule];
+        let key = fire_key(&self.function, spec, self.at);
+        let store = &shared.store;
+        let replica = &shared.config.replica;
+        let lease = lease(&self.function);
+        let (id, first_attempt) = match self.taken {
+            Some(t) => t,
+            None => match store.claim(&key, replica, lease).await {
+                Ok(Some(id)) => (id, 1),
+                Ok(None) => return, // another replica runs it
+                Err(e) => {
+                    tracing::error!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "cannot claim the fire: {e:#}");
+                    return;
+                }
+            },
+        };
+        let (_local, already) = LocalRun::start(shared, (key.function.clone(), key.schedule.clone()));
+        if spec.overlap == Overlap::Skip && first_attempt == 1 {
+            let elsewhere = store.running_besides(&key.function, &key.schedule, id).await.unwrap_or(false);
+            if already > 0 || elsewhere {
+                tracing::info!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "skipped: the previous run is still going (overlap = \"skip\")");
+                log_err(store.finish(id, &key, "skipped", None).await);
+                return;
+            }
+        }
+        let mut last_error = String::new();
+        for attempt in first_attempt..=spec.retries + 1 {
+            if attempt > first_attempt {
+                let wait = backoff(attempt);
+                log_err(store.extend_lease(id, wait + lease).await);
+                tokio::time::sleep(wait).await;
+            }
+            log_err(store.start_attempt(id, &key, attempt, replica, lease).await);
+            let started = Instant::now();
+            let outcome = invoke(&self.function, spec, self.at, attempt, shared.config.max_output_bytes).await;
+            let took = started.elapsed();
+            let status = if outcome.is_ok() { "succeeded" } else { "failed" };
+            let error = outcome.as_ref().err().map(String::as_str);
+            tracing::info!(
+                function = %key.function,
+                schedule = %key.schedule,
+                fire_time = %key.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                attempt,
+                %status,
+                ms = took.as_millis() as u64,
+                error = %error.unwrap_or(""),
+                "scheduled run"
+            );
+            log_err(store.end_attempt(id, attempt, status, took, error).await);
+            match outcome {
+                Ok(()) => {
+                    log_err(store.finish(id, &key, "succeeded", None).await);
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        log_err(store.finish(id, &key, "failed", Some(&last_error)).await);
+    }
+}
+
+fn log_err(r: anyhow::Result<()>) {
+    if let Err(e) = r {
+        tracing::warn!("the platform database did not take a run update: {e:#}");
+    }
+}
+
+/// The event's variables: the schedule contract, then the manifest's `[env]`.
+pub fn schedule_env(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>, attempt: u32) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("SERVER_SOFTWARE".into(), concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into()),
+        ("REQUEST_METHOD".into(), "POST".into()),
+        ("TRIGGER".into(), "schedule".into()),
+        ("SCHEDULE_NAME".into(), spec.name.clone()),
+        ("SCHEDULED_AT".into(), at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        ("ATTEMPT".into(), attempt.to_string()),
+        ("CONTENT_LENGTH".into(), spec.payload.len().to_string()),
+        ("CONTENT_TYPE".into(), if spec.payload.is_empty() { String::new() } else { "application/json".into() }),
+        ("QUERY_STRING".into(), String::new()),
+        ("SCRIPT_NAME".into(), String::new()),
+        ("PATH_INFO".into(), String::new()),
+    ];
+    for (k, v) in &function.spec.env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// Runs one attempt. Success is exit 0 with no `Status`, or a 2xx `Status`.
+async fn invoke(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>, attempt: u32, stdout_cap: usize) -> Result<(), String> {
+    let _permit = function.permits.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+    let env = schedule_env(function, spec, at, attempt);
+    let inv = function.invocation(env, Bytes::from(spec.payload.clone()), stdout_cap);
+    let output = function.module.invoke(inv).await.map_err(|e| format!("the function {e}"))?;
+    match crate::cgi::explicit_status(&output) {
+        Some(status) if !(200..300).contains(&status) => Err(format!("the function answered status {status}")),
+        _ => Ok(()),
+    }
+}
