@@ -32,8 +32,12 @@ pub fn param_var(name: &str) -> String {
 
 /// The CGI variables for a request, followed by `manifest_env` (which wins over request
 /// variables of the same name, so a client can never override the operator's settings).
-pub fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::with_capacity(24 + req.headers.len() + manifest_env.len());
+pub fn request_env(
+    req: &RequestInfo<'_>,
+    manifest_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        Vec::with_capacity(24 + req.headers.len() + manifest_env.len());
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
 
     let host_header = req
@@ -49,7 +53,10 @@ pub fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> 
     let query = req.uri.query().unwrap_or("");
 
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
-    set("SERVER_SOFTWARE", concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into());
+    set(
+        "SERVER_SOFTWARE",
+        concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
+    );
     set("SERVER_PROTOCOL", "HTTP/1.1".into());
     set("SERVER_NAME", server_name);
     set("SERVER_PORT", req.local.port().to_string());
@@ -59,9 +66,19 @@ pub fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> 
     set("SCRIPT_NAME", req.matched.script_name.clone());
     set("PATH_INFO", percent_decode(&req.matched.raw_path_info));
     set("X_RAW_PATH_INFO", req.matched.raw_path_info.clone());
-    set("PATH_TRANSLATED", percent_decode(&req.matched.raw_path_info));
+    set(
+        "PATH_TRANSLATED",
+        percent_decode(&req.matched.raw_path_info),
+    );
     set("QUERY_STRING", query.to_string());
-    set("REQUEST_URI", req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string());
+    set(
+        "REQUEST_URI",
+        req.uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+    );
     set(
         "CONTENT_TYPE",
         req.headers
@@ -98,7 +115,10 @@ pub fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> 
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
-        let var = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let var = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         set(&var, values.join(", "));
     }
 
@@ -121,7 +141,9 @@ pub struct CgiResponse {
 pub fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
     let mut output = Bytes::from(output);
     if output.is_empty() {
-        return Err("the function wrote nothing: expected CGI headers, a blank line and a body".into());
+        return Err(
+            "the function wrote nothing: expected CGI headers, a blank line and a body".into(),
+        );
     }
     let mut status = None;
     let mut headers = HeaderMap::new();
@@ -133,7 +155,9 @@ pub fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
         let mut line = &output[pos..pos + nl];
         pos += nl + 1;
         if pos > MAX_HEADER_BYTES {
-            return Err(format!("the header section is longer than {MAX_HEADER_BYTES} bytes"));
+            return Err(format!(
+                "the header section is longer than {MAX_HEADER_BYTES} bytes"
+            ));
         }
         if let Some(l) = line.strip_suffix(b"\r") {
             line = l;
@@ -141,7 +165,8 @@ pub fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
         if line.is_empty() {
             break;
         }
-        let text = std::str::from_utf8(line).map_err(|_| "a header line is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(line).map_err(|_| "a header line is not UTF-8".to_string())?;
         let (name, value) = text
             .split_once(':')
             .ok_or_else(|| format!("header line `{}` has no `:`", truncate(text)))?;
@@ -153,7 +178,9 @@ pub fn parse_output(output: Vec<u8>) -> Result<CgiResponse, String> {
                 .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .filter(|c| (100..=599).contains(&c.as_u16()))
-                .ok_or_else(|| format!("`Status: {}` is not an HTTP status code", truncate(value)))?;
+                .ok_or_else(|| {
+                    format!("`Status: {}` is not an HTTP status code", truncate(value))
+                })?;
             status = Some(code);
             continue;
         }
@@ -208,7 +235,10 @@ mod tests {
 
     #[test]
     fn parses_lf_and_crlf() {
-        let r = parse_output(b"Status: 201 Created\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nbody\n".to_vec()).unwrap();
+        let r = parse_output(
+            b"Status: 201 Created\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nbody\n".to_vec(),
+        )
+        .unwrap();
         assert_eq!(r.status, 201);
         assert_eq!(r.headers["content-type"], "text/plain");
         assert_eq!(r.headers["x-a"], "1");
@@ -220,7 +250,10 @@ mod tests {
 
     #[test]
     fn finds_an_explicit_status() {
-        assert_eq!(explicit_status(b"Content-Type: a\nStatus: 500 Oops\n\nbody"), Some(500));
+        assert_eq!(
+            explicit_status(b"Content-Type: a\nStatus: 500 Oops\n\nbody"),
+            Some(500)
+        );
         assert_eq!(explicit_status(b"Location: /x\n\n"), None);
         assert_eq!(explicit_status(b""), None);
         assert_eq!(explicit_status(b"plain text output\nStatus: 500\n"), None);
@@ -236,7 +269,9 @@ mod tests {
     fn rejects_bad_output() {
         assert!(parse_output(Vec::new()).is_err());
         assert!(parse_output(b"hello world".to_vec()).is_err());
-        assert!(parse_output(b"no colon here\n\nbody".to_vec()).unwrap_err().contains("no `:`"));
+        assert!(parse_output(b"no colon here\n\nbody".to_vec())
+            .unwrap_err()
+            .contains("no `:`"));
         assert!(parse_output(b"Status: abc\n\n".to_vec()).is_err());
         assert!(parse_output(b"Status: 99\n\n".to_vec()).is_err());
         let mut big = b"X: ".to_vec();
@@ -274,6 +309,9 @@ mod tests {
         assert_eq!(get("HTTP_PROXY"), None);
         assert_eq!(get("ROUTE_PARAM_ID"), Some("a b"));
         assert_eq!(get("SERVER_NAME"), Some("example.com"));
-        assert_eq!(get("X_FULL_URL"), Some("http://example.com:8080/u/a%20b?x=1"));
+        assert_eq!(
+            get("X_FULL_URL"),
+            Some("http://example.com:8080/u/a%20b?x=1")
+        );
     }
 }

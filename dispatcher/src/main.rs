@@ -17,7 +17,10 @@ use dispatcher::server::{self, AppState, ServerConfig};
 use dispatcher::store::Store;
 
 #[derive(Parser)]
-#[command(version, about = "Serverless functions on WebAssembly: HTTP routes to a fresh instance per request")]
+#[command(
+    version,
+    about = "Serverless functions on WebAssembly: HTTP routes to a fresh instance per request"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +90,11 @@ struct LoadArgs {
     #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
     manifests: PathBuf,
     /// Folder for compiled modules, so a restart does not compile again.
-    #[arg(long, env = "DISPATCHER_CACHE_DIR", default_value = ".dispatcher-cache")]
+    #[arg(
+        long,
+        env = "DISPATCHER_CACHE_DIR",
+        default_value = ".dispatcher-cache"
+    )]
     cache_dir: PathBuf,
     /// Compile every module at start-up instead of using the cache.
     #[arg(long)]
@@ -100,8 +107,7 @@ struct LoadArgs {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -140,7 +146,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .routes
                 .iter()
                 .map(|(p, m, f)| match m {
-                    Some(ms) => format!("{} {p} -> {}", ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","), f.name),
+                    Some(ms) => format!(
+                        "{} {p} -> {}",
+                        ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+                        f.name
+                    ),
                     None => format!("* {p} -> {}", f.name),
                 })
                 .collect();
@@ -197,7 +207,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     any = true;
                     println!(
                         "{} / {}  cron \"{}\"  {}  overlap={:?} catch_up={:?} retries={}",
-                        spec.name, s.name, s.expression, s.timezone, s.overlap, s.catch_up, s.retries
+                        spec.name,
+                        s.name,
+                        s.expression,
+                        s.timezone,
+                        s.overlap,
+                        s.catch_up,
+                        s.retries
                     );
                     for t in s.upcoming(now, 5) {
                         println!("    {}", t.format("%Y-%m-%d %H:%M:%S %Z (%:z)"));
@@ -209,7 +225,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Runs { name, limit, json, db } => {
+        Command::Runs {
+            name,
+            limit,
+            json,
+            db,
+        } => {
             let url = db.url().context(
                 "the run history lives in the platform database: set DISPATCHER_DB (or DATABASE_URL)",
             )?;
@@ -260,12 +281,17 @@ fn load_registry(load: &LoadArgs) -> anyhow::Result<Registry> {
 /// The platform database if one is configured, else memory; connected only when some
 /// function has a schedule.
 async fn open_store(db: &DbArgs, registry: &Registry) -> anyhow::Result<Arc<Store>> {
-    let scheduled = registry.functions.values().any(|f| !f.spec.schedules.is_empty());
+    let scheduled = registry
+        .functions
+        .values()
+        .any(|f| !f.spec.schedules.is_empty());
     if !scheduled {
         return Ok(Arc::new(Store::memory()));
     }
     match db.url() {
-        Some(url) => Ok(Arc::new(Store::connect(&url).await.context("DISPATCHER_DB")?)),
+        Some(url) => Ok(Arc::new(
+            Store::connect(&url).await.context("DISPATCHER_DB")?,
+        )),
         None => {
             tracing::warn!("no DISPATCHER_DB or DATABASE_URL: schedules run from memory, so several replicas would each run every fire");
             Ok(Arc::new(Store::memory()))

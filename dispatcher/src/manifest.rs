@@ -188,11 +188,7 @@ pub struct ManifestErrors(pub Vec<ManifestError>);
 impl fmt::Display for ManifestErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(
-            f,
-            "{n} manifest error{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{n} manifest error{}:", if n == 1 { "" } else { "s" })?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
@@ -254,15 +250,24 @@ pub fn load_file(
     file: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FunctionSpec, Vec<ManifestError>> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| vec![ManifestError::new(file, "(file)", format!("cannot read: {e}"))])?;
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        vec![ManifestError::new(
+            file,
+            "(file)",
+            format!("cannot read: {e}"),
+        )]
+    })?;
     let raw: RawManifest = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
             .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
             .unwrap_or_default();
         let msg = e.message().trim().replace('\n', " ");
-        vec![ManifestError::new(file, "(file)", format!("invalid manifest: {msg}{line}"))]
+        vec![ManifestError::new(
+            file,
+            "(file)",
+            format!("invalid manifest: {msg}{line}"),
+        )]
     })?;
     let base = file.parent().unwrap_or(Path::new("."));
     parse_raw(raw, file, base, lookup)
@@ -384,9 +389,7 @@ fn parse_raw(
         }
     }
 
-    let limits = parse_limits(&raw.limits, &mut |field, msg| {
-        errors.push(err(field, msg))
-    });
+    let limits = parse_limits(&raw.limits, &mut |field, msg| errors.push(err(field, msg)));
 
     let mut endpoints = |list: &[String], field: &str| -> Vec<Endpoint> {
         let mut out = Vec::new();
@@ -435,10 +438,22 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
             Some(v as u64)
         }
     };
-    if let Some(mb) = check("limits.memory_mb", raw.memory_mb, 1, MAX_MEMORY_MB as i64, "MiB") {
+    if let Some(mb) = check(
+        "limits.memory_mb",
+        raw.memory_mb,
+        1,
+        MAX_MEMORY_MB as i64,
+        "MiB",
+    ) {
         limits.memory_bytes = mb << 20;
     }
-    if let Some(ms) = check("limits.timeout_ms", raw.timeout_ms, 1, MAX_TIMEOUT_MS as i64, "ms") {
+    if let Some(ms) = check(
+        "limits.timeout_ms",
+        raw.timeout_ms,
+        1,
+        MAX_TIMEOUT_MS as i64,
+        "ms",
+    ) {
         limits.timeout = Duration::from_millis(ms);
     }
     if let Some(n) = check(
@@ -516,7 +531,9 @@ mod tests {
         assert!(expand_vars("${NOPE}", &lookup)
             .unwrap_err()
             .contains("`${NOPE}` is not set"));
-        assert!(expand_vars("${DB", &lookup).unwrap_err().contains("unclosed"));
+        assert!(expand_vars("${DB", &lookup)
+            .unwrap_err()
+            .contains("unclosed"));
     }
 
     #[test]

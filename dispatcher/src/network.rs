@@ -37,7 +37,9 @@ impl Endpoint {
         if let Some((scheme, rest)) = s.split_once("://") {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
             let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() && !hostport.ends_with(']'));
+            let has_port = hostport.rsplit_once(':').is_some_and(|(_, p)| {
+                p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() && !hostport.ends_with(']')
+            });
             if has_port {
                 return Self::parse(hostport).map_err(|e| format!("in URL `{scheme}://…`: {e}"));
             }
@@ -51,13 +53,17 @@ impl Endpoint {
             };
             return Self::parse(&format!("{hostport}:{port}"));
         }
-        let expected = "expected host:port, such as \"db:3306\", \"127.0.0.1:*\" or \"[::1]:80\", or a URL";
+        let expected =
+            "expected host:port, such as \"db:3306\", \"127.0.0.1:*\" or \"[::1]:80\", or a URL";
         let (host, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("`{s}` has no port: {expected}"))?;
         let port = match port {
             "*" => None,
-            p => Some(p.parse::<u16>().map_err(|_| format!("`{s}`: `{p}` is not a port: {expected}"))?),
+            p => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("`{s}`: `{p}` is not a port: {expected}"))?,
+            ),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = if host == "*" {
@@ -71,7 +77,9 @@ impl Endpoint {
         {
             HostPattern::Name(host.to_ascii_lowercase())
         } else {
-            return Err(format!("`{s}`: `{host}` is not a host name or IP address: {expected}"));
+            return Err(format!(
+                "`{s}`: `{host}` is not a host name or IP address: {expected}"
+            ));
         };
         Ok(Endpoint { host, port })
     }
@@ -118,12 +126,15 @@ impl NetPolicy {
     /// May the function bind `addr`? (Port 0 asks for any port, so it needs `*`.)
     pub fn allows_listen(&self, addr: SocketAddr) -> bool {
         self.listen.iter().any(|e| {
-            (if addr.port() == 0 { e.port.is_none() } else { e.port_matches(addr.port()) })
-                && match &e.host {
-                    HostPattern::Any => true,
-                    HostPattern::Ip(ip) => *ip == addr.ip(),
-                    HostPattern::Name(n) => n == "localhost" && addr.ip().is_loopback(),
-                }
+            (if addr.port() == 0 {
+                e.port.is_none()
+            } else {
+                e.port_matches(addr.port())
+            }) && match &e.host {
+                HostPattern::Any => true,
+                HostPattern::Ip(ip) => *ip == addr.ip(),
+                HostPattern::Name(n) => n == "localhost" && addr.ip().is_loopback(),
+            }
         })
     }
 }
@@ -145,11 +156,24 @@ mod tests {
         assert!(Endpoint::parse("[::1]:80").is_ok());
         assert!(Endpoint::parse("*:443").is_ok());
         assert!(Endpoint::parse("db").unwrap_err().contains("has no port"));
-        assert!(Endpoint::parse("db:http").unwrap_err().contains("is not a port"));
-        assert!(Endpoint::parse("d b:1").unwrap_err().contains("is not a host"));
-        assert_eq!(Endpoint::parse("mysql://root:pw@db:3307/test").unwrap(), Endpoint::parse("db:3307").unwrap());
-        assert_eq!(Endpoint::parse("mysql://root@db/test").unwrap(), Endpoint::parse("db:3306").unwrap());
-        assert_eq!(Endpoint::parse("http://127.0.0.1:9000/hook?x=1").unwrap(), Endpoint::parse("127.0.0.1:9000").unwrap());
+        assert!(Endpoint::parse("db:http")
+            .unwrap_err()
+            .contains("is not a port"));
+        assert!(Endpoint::parse("d b:1")
+            .unwrap_err()
+            .contains("is not a host"));
+        assert_eq!(
+            Endpoint::parse("mysql://root:pw@db:3307/test").unwrap(),
+            Endpoint::parse("db:3307").unwrap()
+        );
+        assert_eq!(
+            Endpoint::parse("mysql://root@db/test").unwrap(),
+            Endpoint::parse("db:3306").unwrap()
+        );
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:9000/hook?x=1").unwrap(),
+            Endpoint::parse("127.0.0.1:9000").unwrap()
+        );
         assert!(Endpoint::parse("foo://h/x").is_err());
     }
 

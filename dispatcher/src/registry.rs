@@ -23,7 +23,12 @@ pub struct Function {
 
 impl Function {
     /// An invocation of this function with its limits and network policy.
-    pub fn invocation(&self, env: Vec<(String, String)>, stdin: bytes::Bytes, stdout_cap: usize) -> Invocation {
+    pub fn invocation(
+        &self,
+        env: Vec<(String, String)>,
+        stdin: bytes::Bytes,
+        stdout_cap: usize,
+    ) -> Invocation {
         Invocation {
             function: self.name.clone(),
             args: vec![self.spec.name.clone()],
@@ -82,11 +87,11 @@ impl Registry {
                 module,
             });
             if let Some(http) = &function.spec.http {
-                if let Err(owner) =
-                    registry
-                        .routes
-                        .insert(http.pattern.clone(), http.methods.clone(), function.clone())
-                {
+                if let Err(owner) = registry.routes.insert(
+                    http.pattern.clone(),
+                    http.methods.clone(),
+                    function.clone(),
+                ) {
                     errors.push(ManifestError::new(
                         &function.spec.manifest_path,
                         "trigger.http.path",
@@ -98,7 +103,9 @@ impl Registry {
                     continue;
                 }
             }
-            registry.functions.insert(function.spec.name.clone(), function);
+            registry
+                .functions
+                .insert(function.spec.name.clone(), function);
         }
         (registry, errors)
     }

@@ -105,7 +105,10 @@ impl ScheduleSpec {
             None | Some("skip") => Overlap::Skip,
             Some("allow") => Overlap::Allow,
             Some(other) => {
-                errors.push((field("overlap"), format!("`{other}` is not an overlap policy: expected \"skip\" or \"allow\"")));
+                errors.push((
+                    field("overlap"),
+                    format!("`{other}` is not an overlap policy: expected \"skip\" or \"allow\""),
+                ));
                 Overlap::Skip
             }
         };
@@ -113,7 +116,10 @@ impl ScheduleSpec {
             None | Some("none") => CatchUp::None,
             Some("latest") => CatchUp::Latest,
             Some(other) => {
-                errors.push((field("catch_up"), format!("`{other}` is not a catch-up policy: expected \"none\" or \"latest\"")));
+                errors.push((
+                    field("catch_up"),
+                    format!("`{other}` is not a catch-up policy: expected \"none\" or \"latest\""),
+                ));
                 CatchUp::None
             }
         };
@@ -121,7 +127,10 @@ impl ScheduleSpec {
             None => 0,
             Some(n) if (0..=MAX_RETRIES).contains(&n) => n as u32,
             Some(n) => {
-                errors.push((field("retries"), format!("{n} is out of range: expected 0 to {MAX_RETRIES}")));
+                errors.push((
+                    field("retries"),
+                    format!("{n} is out of range: expected 0 to {MAX_RETRIES}"),
+                ));
                 0
             }
         };
@@ -143,7 +152,10 @@ impl ScheduleSpec {
     /// The first fire time strictly after `after`, in UTC.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.timezone);
-        self.cron.after(&local).next().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .after(&local)
+            .next()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The next `n` fire times after `after`, in the schedule's time zone.
@@ -155,7 +167,11 @@ impl ScheduleSpec {
     }
 
     /// The latest fire time in `(now - window, now]`, if any: what `catch_up = "latest"` runs.
-    pub fn latest_before(&self, now: DateTime<Utc>, window: chrono::TimeDelta) -> Option<DateTime<Utc>> {
+    pub fn latest_before(
+        &self,
+        now: DateTime<Utc>,
+        window: chrono::TimeDelta,
+    ) -> Option<DateTime<Utc>> {
         let mut t = self.next_after(now - window)?;
         if t > now {
             return None;
@@ -177,7 +193,11 @@ impl ScheduleSpec {
 /// reads them, or the classic 5 (a `0` seconds field is added).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let fields = expr.split_whitespace().count();
-    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_string() };
+    let full = if fields == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_string()
+    };
     cron::Schedule::from_str(&full).map_err(|e| {
         format!("`{expr}` is not a valid cron expression ({e}): expected 6 fields \"sec min hour day-of-month month day-of-week\" or the classic 5")
     })
@@ -210,9 +230,15 @@ mod tests {
     fn five_and_six_fields() {
         let s = ScheduleSpec::parse(&raw("*/15 * * * *", None), 0).unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 10, 7, 30).unwrap();
-        assert_eq!(s.next_after(t0), Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 15, 0).unwrap()));
+        assert_eq!(
+            s.next_after(t0),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 15, 0).unwrap())
+        );
         let s = ScheduleSpec::parse(&raw("* * * * * *", None), 0).unwrap();
-        assert_eq!(s.next_after(t0), Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 7, 31).unwrap()));
+        assert_eq!(
+            s.next_after(t0),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 7, 31).unwrap())
+        );
         assert_eq!(s.name, "default");
     }
 
@@ -225,13 +251,23 @@ mod tests {
         // Every fire is at 02:30 local, whatever the offset; the missing hour is skipped.
         for f in &fires {
             assert_eq!(f.format("%H:%M").to_string(), "02:30");
-            assert_ne!(f.format("%m-%d").to_string(), "03-29", "02:30 does not exist that day");
+            assert_ne!(
+                f.format("%m-%d").to_string(),
+                "03-29",
+                "02:30 does not exist that day"
+            );
         }
         // In summer, 02:30 Berlin is 00:30 UTC.
-        assert_eq!(fires[1].with_timezone(&Utc).format("%H:%M").to_string(), "00:30");
+        assert_eq!(
+            fires[1].with_timezone(&Utc).format("%H:%M").to_string(),
+            "00:30"
+        );
         // In winter, 02:30 Berlin is 01:30 UTC.
         let jan = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
-        assert_eq!(s.next_after(jan), Some(Utc.with_ymd_and_hms(2026, 1, 11, 1, 30, 0).unwrap()));
+        assert_eq!(
+            s.next_after(jan),
+            Some(Utc.with_ymd_and_hms(2026, 1, 11, 1, 30, 0).unwrap())
+        );
     }
 
     #[test]
@@ -264,7 +300,13 @@ mod tests {
                 "trigger.schedule[2].retries"
             ]
         );
-        assert!(errs[0].1.contains("`61 * * * * *` is not a valid cron expression ("), "{}", errs[0].1);
+        assert!(
+            errs[0]
+                .1
+                .contains("`61 * * * * *` is not a valid cron expression ("),
+            "{}",
+            errs[0].1
+        );
     }
 
     #[test]

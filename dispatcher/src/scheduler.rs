@@ -53,12 +53,23 @@ pub fn replica_name() -> String {
         .unwrap_or_else(|_| "host".into());
     let mut r = [0u8; 3];
     let _ = getrandom::fill(&mut r);
-    format!("{host}-{}-{:02x}{:02x}{:02x}", std::process::id(), r[0], r[1], r[2])
+    format!(
+        "{host}-{}-{:02x}{:02x}{:02x}",
+        std::process::id(),
+        r[0],
+        r[1],
+        r[2]
+    )
 }
 
 /// Runs every schedule until `shutdown` turns true, then waits for runs in flight (at most
 /// `drain_timeout`; what is cut off is retried elsewhere once its lease expires).
-pub async fn run(registry: Arc<Registry>, store: Arc<Store>, config: SchedulerConfig, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    config: SchedulerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let shared = Arc::new(Shared {
         registry,
         store,
@@ -70,7 +81,13 @@ pub async fn run(registry: Arc<Registry>, store: Arc<Store>, config: SchedulerCo
     let (fire_tx, mut fire_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
     for function in shared.registry.functions.values() {
         for i in 0..function.spec.schedules.len() {
-            let task = schedule_loop(shared.clone(), function.clone(), i, fire_tx.clone(), shutdown.clone());
+            let task = schedule_loop(
+                shared.clone(),
+                function.clone(),
+                i,
+                fire_tx.clone(),
+                shutdown.clone(),
+            );
             loops.spawn(task);
         }
     }
@@ -136,10 +153,17 @@ async fn schedule_loop(
             match shared.store.exists(&key).await {
                 Ok(false) => {
                     tracing::info!(function = %function.name, schedule = %spec.name, fire_time = %missed, "catching up a missed fire");
-                    let _ = tx.send(Job { function: function.clone(), schedule: index, at: missed, taken: None });
+                    let _ = tx.send(Job {
+                        function: function.clone(),
+                        schedule: index,
+                        at: missed,
+                        taken: None,
+                    });
                 }
                 Ok(true) => {}
-                Err(e) => tracing::warn!(function = %function.name, schedule = %spec.name, "catch-up check failed: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(function = %function.name, schedule = %spec.name, "catch-up check failed: {e:#}")
+                }
             }
         }
     }
@@ -161,13 +185,25 @@ async fn schedule_loop(
             }
         }
         after = next;
-        if tx.send(Job { function: function.clone(), schedule: index, at: next, taken: None }).is_err() {
+        if tx
+            .send(Job {
+                function: function.clone(),
+                schedule: index,
+                at: next,
+                taken: None,
+            })
+            .is_err()
+        {
             return;
         }
     }
 }
 
-async fn reap_loop(shared: Arc<Shared>, tx: tokio::sync::mpsc::UnboundedSender<Job>, mut shutdown: watch::Receiver<bool>) {
+async fn reap_loop(
+    shared: Arc<Shared>,
+    tx: tokio::sync::mpsc::UnboundedSender<Job>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let known = |function: &str, schedule: &str| {
         let f = shared.registry.functions.get(function)?;
         let s = f.spec.schedules.iter().find(|s| s.name == schedule)?;
@@ -178,13 +214,31 @@ async fn reap_loop(shared: Arc<Shared>, tx: tokio::sync::mpsc::UnboundedSender<J
             () = tokio::time::sleep(REAP_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        match shared.store.take_abandoned(&shared.config.replica, &known).await {
+        match shared
+            .store
+            .take_abandoned(&shared.config.replica, &known)
+            .await
+        {
             Ok(taken) => {
                 for a in taken {
-                    let Some(function) = shared.registry.functions.get(&a.key.function) else { continue };
-                    let Some(index) = function.spec.schedules.iter().position(|s| s.name == a.key.schedule) else { continue };
+                    let Some(function) = shared.registry.functions.get(&a.key.function) else {
+                        continue;
+                    };
+                    let Some(index) = function
+                        .spec
+                        .schedules
+                        .iter()
+                        .position(|s| s.name == a.key.schedule)
+                    else {
+                        continue;
+                    };
                     tracing::info!(function = %a.key.function, schedule = %a.key.schedule, fire_time = %a.key.at, attempt = a.attempt, "taking over a run whose replica stopped");
-                    let _ = tx.send(Job { function: function.clone(), schedule: index, at: a.key.at, taken: Some((a.id, a.attempt)) });
+                    let _ = tx.send(Job {
+                        function: function.clone(),
+                        schedule: index,
+                        at: a.key.at,
+                        taken: Some((a.id, a.attempt)),
+                    });
                 }
             }
             Err(e) => tracing::warn!("looking for abandoned runs failed: {e:#}"),
@@ -193,7 +247,11 @@ async fn reap_loop(shared: Arc<Shared>, tx: tokio::sync::mpsc::UnboundedSender<J
 }
 
 fn fire_key(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>) -> FireKey {
-    FireKey { function: function.spec.name.clone(), schedule: spec.name.clone(), at }
+    FireKey {
+        function: function.spec.name.clone(),
+        schedule: spec.name.clone(),
+        at,
+    }
 }
 
 /// Marks a (function, schedule) as running on this replica while alive.
@@ -204,7 +262,10 @@ struct LocalRun<'a> {
 
 impl<'a> LocalRun<'a> {
     fn start(shared: &'a Shared, key: (String, String)) -> (Self, u32) {
-        let mut m = shared.local_running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = shared
+            .local_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let n = m.entry(key.clone()).or_default();
         *n += 1;
         let before = *n - 1;
@@ -214,7 +275,11 @@ impl<'a> LocalRun<'a> {
 
 impl Drop for LocalRun<'_> {
     fn drop(&mut self) {
-        let mut m = self.shared.local_running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self
+            .shared
+            .local_running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = m.get_mut(&self.key) {
             *n = n.saturating_sub(1);
         }
@@ -239,9 +304,13 @@ impl Job {
                 }
             },
         };
-        let (_local, already) = LocalRun::start(shared, (key.function.clone(), key.schedule.clone()));
+        let (_local, already) =
+            LocalRun::start(shared, (key.function.clone(), key.schedule.clone()));
         if spec.overlap == Overlap::Skip && first_attempt == 1 {
-            let elsewhere = store.running_besides(&key.function, &key.schedule, id).await.unwrap_or(false);
+            let elsewhere = store
+                .running_besides(&key.function, &key.schedule, id)
+                .await
+                .unwrap_or(false);
             if already > 0 || elsewhere {
                 tracing::info!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "skipped: the previous run is still going (overlap = \"skip\")");
                 log_err(store.finish(id, &key, "skipped", None).await);
@@ -257,9 +326,20 @@ impl Job {
             }
             log_err(store.start_attempt(id, &key, attempt, replica, lease).await);
             let started = Instant::now();
-            let outcome = invoke(&self.function, spec, self.at, attempt, shared.config.max_output_bytes).await;
+            let outcome = invoke(
+                &self.function,
+                spec,
+                self.at,
+                attempt,
+                shared.config.max_output_bytes,
+            )
+            .await;
             let took = started.elapsed();
-            let status = if outcome.is_ok() { "succeeded" } else { "failed" };
+            let status = if outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            };
             let error = outcome.as_ref().err().map(String::as_str);
             tracing::info!(
                 function = %key.function,
@@ -291,17 +371,35 @@ fn log_err(r: anyhow::Result<()>) {
 }
 
 /// The event's variables: the schedule contract, then the manifest's `[env]`.
-pub fn schedule_env(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>, attempt: u32) -> Vec<(String, String)> {
+pub fn schedule_env(
+    function: &Function,
+    spec: &ScheduleSpec,
+    at: DateTime<Utc>,
+    attempt: u32,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("SERVER_SOFTWARE".into(), concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("REQUEST_METHOD".into(), "POST".into()),
         ("TRIGGER".into(), "schedule".into()),
         ("SCHEDULE_NAME".into(), spec.name.clone()),
-        ("SCHEDULED_AT".into(), at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        (
+            "SCHEDULED_AT".into(),
+            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ),
         ("ATTEMPT".into(), attempt.to_string()),
         ("CONTENT_LENGTH".into(), spec.payload.len().to_string()),
-        ("CONTENT_TYPE".into(), if spec.payload.is_empty() { String::new() } else { "application/json".into() }),
+        (
+            "CONTENT_TYPE".into(),
+            if spec.payload.is_empty() {
+                String::new()
+            } else {
+                "application/json".into()
+            },
+        ),
         ("QUERY_STRING".into(), String::new()),
         ("SCRIPT_NAME".into(), String::new()),
         ("PATH_INFO".into(), String::new()),
@@ -314,13 +412,30 @@ pub fn schedule_env(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>,
 }
 
 /// Runs one attempt. Success is exit 0 with no `Status`, or a 2xx `Status`.
-async fn invoke(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>, attempt: u32, stdout_cap: usize) -> Result<(), String> {
-    let _permit = function.permits.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+async fn invoke(
+    function: &Function,
+    spec: &ScheduleSpec,
+    at: DateTime<Utc>,
+    attempt: u32,
+    stdout_cap: usize,
+) -> Result<(), String> {
+    let _permit = function
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())?;
     let env = schedule_env(function, spec, at, attempt);
     let inv = function.invocation(env, Bytes::from(spec.payload.clone()), stdout_cap);
-    let output = function.module.invoke(inv).await.map_err(|e| format!("the function {e}"))?;
+    let output = function
+        .module
+        .invoke(inv)
+        .await
+        .map_err(|e| format!("the function {e}"))?;
     match crate::cgi::explicit_status(&output) {
-        Some(status) if !(200..300).contains(&status) => Err(format!("the function answered status {status}")),
+        Some(status) if !(200..300).contains(&status) => {
+            Err(format!("the function answered status {status}"))
+        }
         _ => Ok(()),
     }
 }

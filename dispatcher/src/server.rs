@@ -137,47 +137,58 @@ async fn route(
     local: SocketAddr,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let (parts, body) = req.into_parts();
-    let (function, pattern, matched) =
-        match state.registry.routes.lookup(&parts.method, parts.uri.path()) {
-            Lookup::Found {
-                target,
-                pattern,
-                matched,
-            } => (target, pattern, matched),
-            Lookup::MethodNotAllowed(allowed) => {
-                let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
-                let mut resp = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    None,
-                    &format!("{} is not allowed here; allowed: {allow}", parts.method),
-                );
-                if let Ok(v) = HeaderValue::from_str(&allow) {
-                    resp.headers_mut().insert(header::ALLOW, v);
-                }
-                return (None, resp);
+    let (function, pattern, matched) = match state
+        .registry
+        .routes
+        .lookup(&parts.method, parts.uri.path())
+    {
+        Lookup::Found {
+            target,
+            pattern,
+            matched,
+        } => (target, pattern, matched),
+        Lookup::MethodNotAllowed(allowed) => {
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut resp = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                None,
+                &format!("{} is not allowed here; allowed: {allow}", parts.method),
+            );
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                resp.headers_mut().insert(header::ALLOW, v);
             }
-            Lookup::NotFound => {
-                return (
+            return (None, resp);
+        }
+        Lookup::NotFound => {
+            return (
+                None,
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
                     None,
-                    error_response(
-                        StatusCode::NOT_FOUND,
-                        "not_found",
-                        None,
-                        &format!("no function serves {}", parts.uri.path()),
-                    ),
-                )
-            }
-        };
+                    &format!("no function serves {}", parts.uri.path()),
+                ),
+            )
+        }
+    };
     let name = Some(function.name.clone());
-    let fail = |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
+    let fail =
+        |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
 
     let max = state.config.max_body_bytes;
     let body = match read_body(body, &parts.headers, max).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
             let msg = format!("the request body is larger than {max} bytes");
-            return (name, fail(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg));
+            return (
+                name,
+                fail(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg),
+            );
         }
         Err(BodyError::Read(e)) => {
             tracing::debug!(function = %function.name, "reading the request body failed: {e}");
@@ -234,7 +245,11 @@ const DISCARD_BYTES: u64 = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 
 /// Reads the whole body if it is at most `max` bytes.
-async fn read_body(mut body: Incoming, headers: &http::HeaderMap, max: usize) -> Result<Bytes, BodyError> {
+async fn read_body(
+    mut body: Incoming,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -287,18 +302,42 @@ fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Respons
             }
             Err(e) => {
                 tracing::warn!(function = %name, "bad output: {e}");
-                (StatusCode::BAD_GATEWAY, "bad_output", "the function's output is not a valid CGI response")
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "bad_output",
+                    "the function's output is not a valid CGI response",
+                )
             }
         },
         Err(e) => {
             tracing::warn!(function = %name, "invocation failed: {e}");
             match e {
-                InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", "the function did not finish in time"),
-                InvokeError::MemoryLimit(_) => (StatusCode::BAD_GATEWAY, "memory_limit", "the function exceeded its memory limit"),
-                InvokeError::OutputLimit(_) => (StatusCode::BAD_GATEWAY, "output_limit", "the function wrote more output than allowed"),
-                InvokeError::Exit(_) => (StatusCode::BAD_GATEWAY, "exit", "the function exited with an error"),
+                InvokeError::Timeout(_) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the function did not finish in time",
+                ),
+                InvokeError::MemoryLimit(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "memory_limit",
+                    "the function exceeded its memory limit",
+                ),
+                InvokeError::OutputLimit(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "output_limit",
+                    "the function wrote more output than allowed",
+                ),
+                InvokeError::Exit(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "exit",
+                    "the function exited with an error",
+                ),
                 InvokeError::Trap(_) => (StatusCode::BAD_GATEWAY, "trap", "the function crashed"),
-                InvokeError::Capacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "no instance could be started; retry shortly"),
+                InvokeError::Capacity(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "no instance could be started; retry shortly",
+                ),
             }
         }
     };
@@ -311,7 +350,12 @@ fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Respons
 }
 
 /// A small JSON error body naming the function and the kind of failure; never the details.
-fn error_response(status: StatusCode, kind: &str, function: Option<&str>, message: &str) -> Response<Body> {
+fn error_response(
+    status: StatusCode,
+    kind: &str,
+    function: Option<&str>,
+    message: &str,
+) -> Response<Body> {
     let body = serde_json::json!({
         "error": kind,
         "function": function,

@@ -54,6 +54,23 @@ const MIGRATIONS: &[(u32, &str)] = &[
     ),
 ];
 
+/// For a (function, schedule) this replica knows: its retries and lease, if it has one.
+pub type KnownSchedule<'a> = dyn Fn(&str, &str) -> Option<(u32, Duration)> + Sync + 'a;
+
+/// One row of `runs`: function, schedule, fire time, attempt, status, replica, start,
+/// duration and error.
+type RunRow = (
+    String,
+    String,
+    NaiveDateTime,
+    u32,
+    String,
+    String,
+    NaiveDateTime,
+    Option<u64>,
+    Option<String>,
+);
+
 /// Identifies one fire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FireKey {
@@ -112,7 +129,8 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
 }
 
 fn text(t: NaiveDateTime) -> String {
-    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 fn micros(d: Duration) -> u64 {
@@ -126,7 +144,8 @@ impl Store {
 
     /// Connects to the database and applies the migrations it has not seen.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        let opts = Opts::from_url(url).map_err(|e| anyhow::anyhow!("DISPATCHER_DB is not a valid mysql:// URL: {e}"))?;
+        let opts = Opts::from_url(url)
+            .map_err(|e| anyhow::anyhow!("DISPATCHER_DB is not a valid mysql:// URL: {e}"))?;
         let pool = Pool::new(opts);
         let mut conn = tokio::time::timeout(Duration::from_secs(10), pool.get_conn())
             .await
@@ -136,12 +155,17 @@ impl Store {
         let locked: Option<i64> = conn
             .query_first("SELECT GET_LOCK('dispatcher_migrations', 30)")
             .await?;
-        anyhow::ensure!(locked == Some(1), "timed out waiting for another replica's migrations");
+        anyhow::ensure!(
+            locked == Some(1),
+            "timed out waiting for another replica's migrations"
+        );
         conn.query_drop(
             "CREATE TABLE IF NOT EXISTS dispatcher_migrations (version INT PRIMARY KEY, applied_at DATETIME(6) NOT NULL)",
         )
         .await?;
-        let applied: Vec<u32> = conn.query("SELECT version FROM dispatcher_migrations").await?;
+        let applied: Vec<u32> = conn
+            .query("SELECT version FROM dispatcher_migrations")
+            .await?;
         for (version, sql) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -154,12 +178,18 @@ impl Store {
             .await?;
             tracing::info!(version, "applied platform database migration");
         }
-        conn.query_drop("DO RELEASE_LOCK('dispatcher_migrations')").await?;
+        conn.query_drop("DO RELEASE_LOCK('dispatcher_migrations')")
+            .await?;
         Ok(Store::Db(pool))
     }
 
     /// Claims a fire for `replica`; `None` if another replica (or an earlier run) has it.
-    pub async fn claim(&self, key: &FireKey, replica: &str, lease: Duration) -> anyhow::Result<Option<u64>> {
+    pub async fn claim(
+        &self,
+        key: &FireKey,
+        replica: &str,
+        lease: Duration,
+    ) -> anyhow::Result<Option<u64>> {
         match self {
             Store::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -169,7 +199,13 @@ impl Store {
                 m.next_id += 1;
                 let id = m.next_id;
                 m.keys.insert(key.clone(), id);
-                m.fires.insert(id, MemFire { key: key.clone(), status: "running".into() });
+                m.fires.insert(
+                    id,
+                    MemFire {
+                        key: key.clone(),
+                        status: "running".into(),
+                    },
+                );
                 Ok(Some(id))
             }
             Store::Db(pool) => {
@@ -192,12 +228,20 @@ impl Store {
     }
 
     /// Whether a fire of this schedule other than `except` is running (on any replica).
-    pub async fn running_besides(&self, function: &str, schedule: &str, except: u64) -> anyhow::Result<bool> {
+    pub async fn running_besides(
+        &self,
+        function: &str,
+        schedule: &str,
+        except: u64,
+    ) -> anyhow::Result<bool> {
         match self {
             Store::Memory(m) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(m.fires.iter().any(|(id, f)| {
-                    *id != except && f.status == "running" && f.key.function == function && f.key.schedule == schedule
+                    *id != except
+                        && f.status == "running"
+                        && f.key.function == function
+                        && f.key.schedule == schedule
                 }))
             }
             Store::Db(pool) => {
@@ -218,7 +262,11 @@ impl Store {
     /// Whether a fire was ever claimed (for catch-up).
     pub async fn exists(&self, key: &FireKey) -> anyhow::Result<bool> {
         match self {
-            Store::Memory(m) => Ok(m.lock().unwrap_or_else(|e| e.into_inner()).keys.contains_key(key)),
+            Store::Memory(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys
+                .contains_key(key)),
             Store::Db(pool) => {
                 let mut conn = pool.get_conn().await?;
                 let found: Option<i64> = conn
@@ -233,7 +281,14 @@ impl Store {
     }
 
     /// Records that `attempt` starts, and moves the lease to cover it.
-    pub async fn start_attempt(&self, id: u64, key: &FireKey, attempt: u32, replica: &str, lease: Duration) -> anyhow::Result<()> {
+    pub async fn start_attempt(
+        &self,
+        id: u64,
+        key: &FireKey,
+        attempt: u32,
+        replica: &str,
+        lease: Duration,
+    ) -> anyhow::Result<()> {
         match self {
             Store::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -285,11 +340,23 @@ impl Store {
     }
 
     /// Records how an attempt ended.
-    pub async fn end_attempt(&self, id: u64, attempt: u32, status: &str, duration: Duration, error: Option<&str>) -> anyhow::Result<()> {
+    pub async fn end_attempt(
+        &self,
+        id: u64,
+        attempt: u32,
+        status: &str,
+        duration: Duration,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         match self {
             Store::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some((_, r)) = m.attempts.iter_mut().rev().find(|(fid, r)| *fid == id && r.attempt == attempt) {
+                if let Some((_, r)) = m
+                    .attempts
+                    .iter_mut()
+                    .rev()
+                    .find(|(fid, r)| *fid == id && r.attempt == attempt)
+                {
                     r.status = status.into();
                     r.duration_ms = Some(duration.as_millis() as u64);
                     r.error = error.map(Into::into);
@@ -310,7 +377,13 @@ impl Store {
     }
 
     /// Closes a fire with its final status, and prunes old history of its schedule.
-    pub async fn finish(&self, id: u64, key: &FireKey, status: &str, error: Option<&str>) -> anyhow::Result<()> {
+    pub async fn finish(
+        &self,
+        id: u64,
+        key: &FireKey,
+        status: &str,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         match self {
             Store::Memory(m) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -365,7 +438,7 @@ impl Store {
     pub async fn take_abandoned(
         &self,
         replica: &str,
-        known: &(dyn Fn(&str, &str) -> Option<(u32, Duration)> + Sync),
+        known: &KnownSchedule<'_>,
     ) -> anyhow::Result<Vec<Abandoned>> {
         let Store::Db(pool) = self else {
             return Ok(Vec::new());
@@ -403,12 +476,20 @@ impl Store {
                 (id, attempt),
             )
             .await?;
-            let key = FireKey { function, schedule, at: at.and_utc() };
+            let key = FireKey {
+                function,
+                schedule,
+                at: at.and_utc(),
+            };
             if exhausted {
                 tracing::warn!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "abandoned run has no attempts left; marked failed");
                 continue;
             }
-            taken.push(Abandoned { id, key, attempt: next });
+            taken.push(Abandoned {
+                id,
+                key,
+                attempt: next,
+            });
         }
         Ok(taken)
     }
@@ -428,7 +509,7 @@ impl Store {
             }
             Store::Db(pool) => {
                 let mut conn = pool.get_conn().await?;
-                let rows: Vec<(String, String, NaiveDateTime, u32, String, String, NaiveDateTime, Option<u64>, Option<String>)> = conn
+                let rows: Vec<RunRow> = conn
                     .exec(
                         "SELECT f.function_name, f.schedule_name, f.fire_time, a.attempt, a.status, a.replica,
                                 a.started_at, a.duration_ms, a.error
@@ -440,17 +521,29 @@ impl Store {
                     .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(function, schedule, at, attempt, status, replica, started, duration_ms, error)| RunRecord {
-                        function,
-                        schedule,
-                        fire_time: text(at),
-                        attempt,
-                        status,
-                        replica,
-                        started_at: text(started),
-                        duration_ms,
-                        error,
-                    })
+                    .map(
+                        |(
+                            function,
+                            schedule,
+                            at,
+                            attempt,
+                            status,
+                            replica,
+                            started,
+                            duration_ms,
+                            error,
+                        )| RunRecord {
+                            function,
+                            schedule,
+                            fire_time: text(at),
+                            attempt,
+                            status,
+                            replica,
+                            started_at: text(started),
+                            duration_ms,
+                            error,
+                        },
+                    )
                     .collect())
             }
         }

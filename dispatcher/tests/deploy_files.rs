@@ -19,17 +19,27 @@ fn compose_wires_the_dispatcher_to_a_healthy_mariadb() {
     let d = &services["dispatcher"];
     let db = &services["mariadb"];
     assert!(db["image"].as_str().unwrap().starts_with("mariadb:"));
-    let health = db["healthcheck"]["test"].as_sequence().expect("mariadb has a healthcheck");
+    let health = db["healthcheck"]["test"]
+        .as_sequence()
+        .expect("mariadb has a healthcheck");
     assert!(!health.is_empty());
     assert!(db["healthcheck"]["interval"].is_string());
 
     assert_eq!(d["build"]["context"], ".");
     let dockerfile = d["build"]["dockerfile"].as_str().unwrap();
     assert!(repo().join(dockerfile).exists(), "{dockerfile} is missing");
-    let ports: Vec<&str> = d["ports"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let ports: Vec<&str> = d["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     assert!(ports.contains(&"8080:8080"), "{ports:?}");
     let url = d["environment"]["DATABASE_URL"].as_str().unwrap();
-    assert!(url.starts_with("mysql://") && url.contains("@mariadb:3306/"), "{url}");
+    assert!(
+        url.starts_with("mysql://") && url.contains("@mariadb:3306/"),
+        "{url}"
+    );
     assert_eq!(d["depends_on"]["mariadb"]["condition"], "service_healthy");
     // Every ${VAR} the shipped manifests use is set for the container.
     let env = d["environment"].as_mapping().unwrap();
@@ -37,7 +47,12 @@ fn compose_wires_the_dispatcher_to_a_healthy_mariadb() {
         assert!(env.contains_key(var), "{var} is not set for the dispatcher");
     }
     let volumes = c["volumes"].as_mapping().unwrap();
-    let db_volume = db["volumes"][0].as_str().unwrap().split(':').next().unwrap();
+    let db_volume = db["volumes"][0]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
     assert!(volumes.contains_key(db_volume));
 }
 
@@ -61,7 +76,10 @@ fn dockerfile_paths_exist_and_match_the_manifests() {
             continue;
         }
         for src in &parts[1..parts.len() - 1] {
-            assert!(*src == "." || repo().join(src).exists(), "COPY source {src} is not in the repo");
+            assert!(
+                *src == "." || repo().join(src).exists(),
+                "COPY source {src} is not in the repo"
+            );
         }
         if parts[1] == "manifests" {
             manifests_dest = Some(dest.to_string());
@@ -79,12 +97,27 @@ fn dockerfile_paths_exist_and_match_the_manifests() {
         let file = wasm.rsplit('/').next().unwrap();
         let resolved = std::path::Path::new(&manifests_dest).join(wasm);
         let normalized = normalize(&resolved);
-        assert_eq!(normalized, format!("{wasm_dest}/{file}"), "{}", path.display());
+        assert_eq!(
+            normalized,
+            format!("{wasm_dest}/{file}"),
+            "{}",
+            path.display()
+        );
         let krate = file.trim_end_matches(".wasm");
-        assert!(repo().join("functions").join(krate).join("Cargo.toml").exists(), "no crate for {file}");
+        assert!(
+            repo()
+                .join("functions")
+                .join(krate)
+                .join("Cargo.toml")
+                .exists(),
+            "no crate for {file}"
+        );
     }
     let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
-    assert!(ignore.lines().any(|l| l.trim() == "target"), "the build context must not carry target/");
+    assert!(
+        ignore.lines().any(|l| l.trim() == "target"),
+        "the build context must not carry target/"
+    );
 }
 
 /// Resolves `..` segments of an absolute path.

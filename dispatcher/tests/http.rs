@@ -119,7 +119,10 @@ async fn every_contract_variable() {
         ("HTTP_X_CUSTOM_HEADER", "custom".into()),
         ("HTTP_HOST", format!("127.0.0.1:{port}")),
         ("X_MATCHED_ROUTE", "/c/:item_id/...".into()),
-        ("X_FULL_URL", format!("http://127.0.0.1:{port}/c/42/a%20b/c.txt?do=env&x=1")),
+        (
+            "X_FULL_URL",
+            format!("http://127.0.0.1:{port}/c/42/a%20b/c.txt?do=env&x=1"),
+        ),
         ("REQUEST_URI", "/c/42/a%20b/c.txt?do=env&x=1".into()),
         ("ROUTE_PARAM_ITEM_ID", "42".into()),
         ("TRIGGER", "http".into()),
@@ -130,9 +133,15 @@ async fn every_contract_variable() {
     for (k, want) in expect {
         assert_eq!(env[k].as_str(), Some(want.as_str()), "{k} in {env}");
     }
-    assert!(env.get("HTTP_PROXY").is_none(), "a Proxy header must not become HTTP_PROXY");
+    assert!(
+        env.get("HTTP_PROXY").is_none(),
+        "a Proxy header must not become HTTP_PROXY"
+    );
     // The sandbox starts with nothing else of the host's environment.
-    assert!(env.get("PATH").is_none() && env.get("HOME").is_none(), "{env}");
+    assert!(
+        env.get("PATH").is_none() && env.get("HOME").is_none(),
+        "{env}"
+    );
     assert!(env.get("DISPATCHER_TEST_SECRET").is_none());
 }
 
@@ -163,7 +172,9 @@ async fn echo_returns_one_mebibyte_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     echo(dir.path());
     let d = Dispatcher::start(dir.path());
-    let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let resp = client()
         .post(d.url("/echo"))
         .header("content-type", "application/octet-stream")
@@ -184,7 +195,11 @@ async fn no_state_survives_between_requests() {
     probe(dir.path(), "counter", "/counter", "");
     let d = Dispatcher::start(dir.path());
     for _ in 0..3 {
-        let resp = client().get(d.url("/counter?do=counter")).send().await.unwrap();
+        let resp = client()
+            .get(d.url("/counter?do=counter"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.text().await.unwrap(), "1");
     }
 }
@@ -235,7 +250,8 @@ async fn oversized_bodies_get_413() {
     assert_eq!(v["error"], "body_too_large");
     assert_eq!(v["function"], "echo");
     // A chunked body with no Content-Length is cut off at the limit too.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![1u8; 8192])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![1u8; 8192])).collect();
     let resp = client()
         .post(d.url("/echo"))
         .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
@@ -294,13 +310,29 @@ async fn failures_give_502_and_the_dispatcher_keeps_serving() {
         still_serving(&d, "/p?do=counter").await;
     }
     // Under the limits the same functions work.
-    let resp = client().get(d.url("/p?do=alloc&mb=8")).send().await.unwrap();
+    let resp = client()
+        .get(d.url("/p?do=alloc&mb=8"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = client().get(d.url("/p?do=exit&code=0")).send().await.unwrap();
-    assert_eq!(resp.status(), 502, "exit 0 before any output is still bad output");
+    let resp = client()
+        .get(d.url("/p?do=exit&code=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        502,
+        "exit 0 before any output is still bad output"
+    );
     assert_eq!(json(resp).await["error"], "bad_output");
     // Details stay in the log, not in the response.
-    assert!(d.wait_for_log("the probe was asked to panic", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        d.wait_for_log("the probe was asked to panic", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
 }
 
 #[tokio::test]
@@ -327,7 +359,11 @@ async fn timeouts_give_504_in_compute_and_in_host_waits() {
     }
     still_serving(&d, "/p?do=counter").await;
     // A short sleep inside the limit completes.
-    let resp = client().get(d.url("/p?do=sleep&ms=50")).send().await.unwrap();
+    let resp = client()
+        .get(d.url("/p?do=sleep&ms=50"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
@@ -359,7 +395,11 @@ async fn waiting_guests_do_not_block_the_workers() {
     for h in handles {
         assert_eq!(h.await.unwrap().unwrap().status(), 200);
     }
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -392,8 +432,14 @@ async fn guest_stderr_is_logged_with_the_function_name() {
         .unwrap();
     assert!(line.contains("talker"), "{line}");
     // And one line per request, with function, status and duration.
-    let req = log.lines().find(|l| l.contains("request") && l.contains("status=200")).unwrap();
-    assert!(req.contains("function=talker") && req.contains("us="), "{req}");
+    let req = log
+        .lines()
+        .find(|l| l.contains("request") && l.contains("status=200"))
+        .unwrap();
+    assert!(
+        req.contains("function=talker") && req.contains("us="),
+        "{req}"
+    );
 }
 
 #[tokio::test]
@@ -406,13 +452,26 @@ async fn compile_cache_is_used_on_restart() {
         ..Options::default()
     };
     let first = Dispatcher::start_with(dir.path(), opts());
-    assert!(first.wait_for_log("origin=Compiled", Duration::from_secs(5)), "{}", first.log_text());
+    assert!(
+        first.wait_for_log("origin=Compiled", Duration::from_secs(5)),
+        "{}",
+        first.log_text()
+    );
     drop(first);
     let artifacts = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(artifacts, 1, "one artifact per module");
     let second = Dispatcher::start_with(dir.path(), opts());
-    assert!(second.wait_for_log("origin=Cached", Duration::from_secs(5)), "{}", second.log_text());
-    let resp = client().post(second.url("/echo")).body("cached").send().await.unwrap();
+    assert!(
+        second.wait_for_log("origin=Cached", Duration::from_secs(5)),
+        "{}",
+        second.log_text()
+    );
+    let resp = client()
+        .post(second.url("/echo"))
+        .body("cached")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.text().await.unwrap(), "cached");
 }
 
@@ -442,5 +501,9 @@ async fn sigterm_drains_requests_in_flight() {
     assert!(status.0.success(), "{:?}", status.0);
     assert!(status.1.wait_for_log("drained", Duration::from_secs(5)));
     // New connections are refused once it has stopped.
-    assert!(client().get(status.1.url("/p?do=counter")).send().await.is_err());
+    assert!(client()
+        .get(status.1.url("/p?do=counter"))
+        .send()
+        .await
+        .is_err());
 }

@@ -17,7 +17,11 @@ fn stage(case: &Path) -> tempfile::TempDir {
     }
     std::fs::copy(wasm("echo"), dir.path().join("echo.wasm")).unwrap();
     std::fs::write(dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0\xff\xff").unwrap();
-    wat_module(dir.path(), "reactor", r#"(module (func (export "_initialize")))"#);
+    wat_module(
+        dir.path(),
+        "reactor",
+        r#"(module (func (export "_initialize")))"#,
+    );
     wat_module(
         dir.path(),
         "foreign",
@@ -28,7 +32,10 @@ fn stage(case: &Path) -> tempfile::TempDir {
 
 /// Runs `cmd` to completion, killing it if it is still running after `limit` (a dispatcher
 /// that accepted a bad manifest would serve forever).
-fn output_within(mut cmd: std::process::Command, limit: std::time::Duration) -> std::process::Output {
+fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -38,7 +45,9 @@ fn output_within(mut cmd: std::process::Command, limit: std::time::Duration) -> 
     let watchdog = std::thread::spawn(move || {
         std::thread::sleep(limit);
         // The process may be gone already; then kill(1) fails harmlessly.
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
     });
     drop(watchdog);
     child.wait_with_output().unwrap()

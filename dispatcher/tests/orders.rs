@@ -45,7 +45,9 @@ struct TestDb {
 impl TestDb {
     fn create(tag: &str) -> TestDb {
         let name = format!("t_{tag}_{}", std::process::id());
-        sql(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"));
+        sql(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ));
         TestDb { name }
     }
 
@@ -70,10 +72,22 @@ impl Drop for TestDb {
 /// Runs SQL with the `mariadb` client as root over TCP and returns its output.
 fn sql(statements: &str) -> String {
     let out = std::process::Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", statements])
+        .args([
+            "-h127.0.0.1",
+            "-P3306",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            statements,
+        ])
         .output()
         .expect("the mariadb client (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{statements}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{statements}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -99,12 +113,22 @@ fn assert_cors(resp: &reqwest::Response) {
     let h = resp.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
     assert_eq!(h["access-control-allow-methods"], "GET, POST, OPTIONS");
-    assert_eq!(h["access-control-allow-headers"], "api,Keep-Alive,User-Agent,Content-Type");
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "api,Keep-Alive,User-Agent,Content-Type"
+    );
 }
 
-async fn call(d: &Dispatcher, method: &str, path: &str, body: Option<&str>) -> (u16, reqwest::Response) {
+async fn call(
+    d: &Dispatcher,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, reqwest::Response) {
     let req = match method {
-        "POST" => client().post(d.url(path)).body(body.unwrap_or("").to_string()),
+        "POST" => client()
+            .post(d.url(path))
+            .body(body.unwrap_or("").to_string()),
         "OPTIONS" => client().request(reqwest::Method::OPTIONS, d.url(path)),
         _ => client().get(d.url(path)),
     };
@@ -125,9 +149,19 @@ async fn the_seed_curl_session_byte_for_byte_with_cors() {
 
     let steps: &[(&str, &str, Option<&str>, &str)] = &[
         ("GET", "/init", None, r#"{"status":true}"#),
-        ("POST", "/create_orders", Some(ORDERS_JSON), r#"{"status":true}"#),
+        (
+            "POST",
+            "/create_orders",
+            Some(ORDERS_JSON),
+            r#"{"status":true}"#,
+        ),
         ("GET", "/orders", None, ORDERS_AFTER_CREATE),
-        ("POST", "/update_order", Some(UPDATE_JSON), r#"{"status":true}"#),
+        (
+            "POST",
+            "/update_order",
+            Some(UPDATE_JSON),
+            r#"{"status":true}"#,
+        ),
         ("GET", "/orders", None, ORDERS_AFTER_UPDATE),
         ("GET", "/delete_order?id=2", None, r#"{"status":true}"#),
         ("GET", "/orders", None, ORDERS_AFTER_DELETE),
@@ -139,7 +173,17 @@ async fn the_seed_curl_session_byte_for_byte_with_cors() {
         assert_eq!(status, 200, "{method} {path}: {got}\n{}", d.log_text());
         assert_eq!(got, *want, "{method} {path}");
     }
-    let (status, resp) = call(&d, "POST", "/create_order", Some(UPDATE_JSON.replace("\"order_id\": 2", "\"order_id\": 3").as_str())).await;
+    let (status, resp) = call(
+        &d,
+        "POST",
+        "/create_order",
+        Some(
+            UPDATE_JSON
+                .replace("\"order_id\": 2", "\"order_id\": 3")
+                .as_str(),
+        ),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(text_of(resp).await, r#"{"status":true}"#);
     assert_eq!(db.count(), 2);
@@ -163,14 +207,26 @@ async fn bad_input_gets_400_naming_the_field() {
 
     let cases: &[(&str, &str, Option<&str>, &str)] = &[
         ("POST", "/create_order", Some("{not json"), "body"),
-        ("POST", "/create_order", Some(r#"{"order_id":1,"product_id":2}"#), "quantity"),
         (
             "POST",
             "/create_order",
-            Some(r#"{"order_id":"one","product_id":1,"quantity":1,"amount":1.0,"shipping":1.0,"tax":1.0,"shipping_address":"a"}"#),
+            Some(r#"{"order_id":1,"product_id":2}"#),
+            "quantity",
+        ),
+        (
+            "POST",
+            "/create_order",
+            Some(
+                r#"{"order_id":"one","product_id":1,"quantity":1,"amount":1.0,"shipping":1.0,"tax":1.0,"shipping_address":"a"}"#,
+            ),
             "order_id",
         ),
-        ("POST", "/create_orders", Some(r#"[{"order_id":1}]"#), "[0].product_id"),
+        (
+            "POST",
+            "/create_orders",
+            Some(r#"[{"order_id":1}]"#),
+            "[0].product_id",
+        ),
         ("POST", "/update_order", Some("[]"), "body"),
         ("GET", "/delete_order?id=abc", None, "id"),
         ("GET", "/delete_order", None, "id"),
@@ -196,8 +252,15 @@ async fn a_sql_error_is_500_with_details_only_in_the_log() {
     let (status, resp) = call(&d, "GET", "/orders", None).await;
     let body = text_of(resp).await;
     assert_eq!(status, 500, "{body}");
-    assert!(!body.contains("exist"), "details leaked to the client: {body}");
-    assert!(d.wait_for_log("doesn't exist", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        !body.contains("exist"),
+        "details leaked to the client: {body}"
+    );
+    assert!(
+        d.wait_for_log("doesn't exist", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
 }
 
 #[tokio::test]
@@ -306,7 +369,10 @@ async fn database_outage_gives_503_fast_and_recovery_needs_no_restart() {
             // The unchanged WasmEdge-style program just fails: 502 from the dispatcher.
             assert_eq!(status, 502, "{path}: {body}");
         }
-        assert!(took < Duration::from_secs(3), "{path}: the answer took {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{path}: the answer took {took:?}"
+        );
     }
 
     proxy.restore(MARIADB).await;
@@ -330,8 +396,14 @@ async fn the_network_allow_list_is_enforced_and_logged() {
         d.log_text()
     );
     let log = d.log_text();
-    let line = log.lines().find(|l| l.contains("network: connection denied")).unwrap();
-    assert!(line.contains("function=init") && line.contains("127.0.0.1:3306"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("network: connection denied"))
+        .unwrap();
+    assert!(
+        line.contains("function=init") && line.contains("127.0.0.1:3306"),
+        "{line}"
+    );
 
     // A name that is not in the list is not even looked up.
     let dir = tempfile::tempdir().unwrap();
@@ -340,7 +412,11 @@ async fn the_network_allow_list_is_enforced_and_logged() {
     let d = Dispatcher::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_ne!(status, 200);
-    assert!(d.wait_for_log("name lookup denied", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        d.wait_for_log("name lookup denied", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
 
     // Allowed by name, resolved by the host: it works.
     let dir = tempfile::tempdir().unwrap();
@@ -431,9 +507,15 @@ async fn notify_calls_out_over_http_without_40ms_stalls() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 5);
     let first: serde_json::Value = serde_json::from_str(&seen[0]).unwrap();
-    assert_eq!(first, serde_json::json!({"source": "notify", "event": {"order_id": 0}}));
+    assert_eq!(
+        first,
+        serde_json::json!({"source": "notify", "event": {"order_id": 0}})
+    );
     // Nagle plus a delayed ACK would cost 40 ms on every request/response over guest sockets.
-    assert!(fastest < Duration::from_millis(40), "the fastest notify took {fastest:?}");
+    assert!(
+        fastest < Duration::from_millis(40),
+        "the fastest notify took {fastest:?}"
+    );
 
     // An address outside the allow-list fails inside the guest: 502, and logged.
     let dir = tempfile::tempdir().unwrap();
@@ -446,7 +528,16 @@ async fn notify_calls_out_over_http_without_40ms_stalls() {
         ),
     );
     let d = Dispatcher::start_with(dir.path(), Options::default());
-    let resp = client().post(d.url("/notify")).body("{}").send().await.unwrap();
+    let resp = client()
+        .post(d.url("/notify"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
-    assert!(d.wait_for_log("network: connection denied", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        d.wait_for_log("network: connection denied", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
 }

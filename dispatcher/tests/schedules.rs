@@ -19,7 +19,9 @@ struct PlatformDb {
 impl PlatformDb {
     fn create(tag: &str) -> PlatformDb {
         let name = format!("p_{tag}_{}", std::process::id());
-        sql(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"));
+        sql(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ));
         PlatformDb { name }
     }
 
@@ -43,10 +45,22 @@ impl Drop for PlatformDb {
 
 fn sql(statements: &str) -> String {
     let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-P3306", "-uroot", "-N", "-B", "-e", statements])
+        .args([
+            "-h127.0.0.1",
+            "-P3306",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            statements,
+        ])
         .output()
         .expect("the mariadb client (scripts/setup.sh installs it)");
-    assert!(out.status.success(), "{statements}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{statements}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -67,8 +81,19 @@ fn events(d: &Dispatcher) -> Vec<(String, u32)> {
         .lines()
         .filter_map(|l| {
             let rest = &l[l.find("schedule-event ")?..];
-            let at = rest.split("at=").nth(1)?.split_whitespace().next()?.to_string();
-            let attempt = rest.split("attempt=").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            let at = rest
+                .split("at=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_string();
+            let attempt = rest
+                .split("attempt=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
             Some((at, attempt))
         })
         .collect()
@@ -81,7 +106,10 @@ fn parse_at(at: &str) -> DateTime<Utc> {
 }
 
 fn kill9(d: &Dispatcher) {
-    Command::new("kill").args(["-9", &d.child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &d.child.id().to_string()])
+        .status()
+        .unwrap();
 }
 
 #[test]
@@ -112,19 +140,30 @@ fn two_replicas_run_every_second_exactly_once() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "fire times run twice: {twice:?}");
-    assert!(seen.len() >= 9, "only {} fires in 11 s: {seen:?}", seen.len());
+    assert!(
+        seen.len() >= 9,
+        "only {} fires in 11 s: {seen:?}",
+        seen.len()
+    );
     eprintln!("replica a ran {} fires, replica b {}", ea.len(), eb.len());
 
     // Every SCHEDULED_AT is a whole second in UTC, after start-up, and none is missing.
     let times: BTreeSet<DateTime<Utc>> = seen.keys().map(|s| parse_at(s)).collect();
     for (at, t) in seen.keys().zip(&times) {
         assert!(at.ends_with('Z') && t.timestamp_subsec_nanos() == 0, "{at}");
-        assert!(*t >= started - chrono::TimeDelta::seconds(1), "{at} is before start-up");
+        assert!(
+            *t >= started - chrono::TimeDelta::seconds(1),
+            "{at} is before start-up"
+        );
     }
     let first = *times.first().unwrap();
     let last = *times.last().unwrap();
     let expected = (last - first).num_seconds() + 1;
-    assert_eq!(times.len() as i64, expected, "a fire was missed between {first} and {last}: {times:?}");
+    assert_eq!(
+        times.len() as i64,
+        expected,
+        "a fire was missed between {first} and {last}: {times:?}"
+    );
     assert!(last > b_stopped, "replica a kept firing after b stopped");
 
     // The platform database agrees: one row per fire time.
@@ -132,7 +171,10 @@ fn two_replicas_run_every_second_exactly_once() {
         "SELECT COUNT(*), COUNT(DISTINCT fire_time) FROM {}.dispatcher_schedule_fires",
         db.name
     ));
-    let counts: Vec<u64> = rows.split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let counts: Vec<u64> = rows
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     assert_eq!(counts[0], counts[1]);
     assert!(counts[0] as usize >= times.len());
 }
@@ -170,7 +212,11 @@ fn failures_are_retried_and_every_attempt_is_in_the_history() {
         .env("DISPATCHER_DB", db.url())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let attempts_of = |function: &str| -> BTreeMap<String, Vec<(u64, String)>> {
         let mut by_fire: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
@@ -178,7 +224,10 @@ fn failures_are_retried_and_every_attempt_is_in_the_history() {
             by_fire
                 .entry(r["fire_time"].as_str().unwrap().to_string())
                 .or_default()
-                .push((r["attempt"].as_u64().unwrap(), r["status"].as_str().unwrap().to_string()));
+                .push((
+                    r["attempt"].as_u64().unwrap(),
+                    r["status"].as_str().unwrap().to_string(),
+                ));
         }
         for v in by_fire.values_mut() {
             v.sort();
@@ -189,12 +238,20 @@ fn failures_are_retried_and_every_attempt_is_in_the_history() {
     let first = flaky.values().next().expect("the flaky job ran");
     assert_eq!(
         first,
-        &vec![(1, "failed".to_string()), (2, "failed".to_string()), (3, "succeeded".to_string())],
+        &vec![
+            (1, "failed".to_string()),
+            (2, "failed".to_string()),
+            (3, "succeeded".to_string())
+        ],
         "{flaky:?}"
     );
     let broken = attempts_of("broken");
     let first = broken.values().next().expect("the broken job ran");
-    assert_eq!(first, &vec![(1, "failed".to_string()), (2, "failed".to_string())], "{broken:?}");
+    assert_eq!(
+        first,
+        &vec![(1, "failed".to_string()), (2, "failed".to_string())],
+        "{broken:?}"
+    );
 
     // The table view works too.
     let out = Command::new(env!("CARGO_BIN_EXE_dispatcher"))
@@ -204,7 +261,10 @@ fn failures_are_retried_and_every_attempt_is_in_the_history() {
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("FUNCTION"), "{table}");
-    assert!(table.lines().skip(1).all(|l| l.starts_with("flaky")), "{table}");
+    assert!(
+        table.lines().skip(1).all(|l| l.starts_with("flaky")),
+        "{table}"
+    );
 }
 
 #[test]
@@ -225,7 +285,11 @@ fn a_run_cut_off_by_sigkill_is_retried_by_the_other_replica() {
         if let Some((at, _)) = events(&a).first() {
             break at.clone();
         }
-        assert!(Instant::now() < deadline, "replica a never fired: {}", a.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "replica a never fired: {}",
+            a.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let b = Dispatcher::start_with(dir.path(), db.opts());
@@ -233,14 +297,27 @@ fn a_run_cut_off_by_sigkill_is_retried_by_the_other_replica() {
     // Lease = timeout (4 s) + 2 s; b looks every second.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if events(&b).iter().any(|(t, attempt)| *t == at && *attempt == 2) {
+        if events(&b)
+            .iter()
+            .any(|(t, attempt)| *t == at && *attempt == 2)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "b did not retry {at}:\n{}", b.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "b did not retry {at}:\n{}",
+            b.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(b.wait_for_log("taking over a run whose replica stopped", Duration::from_secs(1)));
-    let done = |b: &Dispatcher| b.log_text().contains(&format!("schedule-done at={at} attempt=2"));
+    assert!(b.wait_for_log(
+        "taking over a run whose replica stopped",
+        Duration::from_secs(1)
+    ));
+    let done = |b: &Dispatcher| {
+        b.log_text()
+            .contains(&format!("schedule-done at={at} attempt=2"))
+    };
     let deadline = Instant::now() + Duration::from_secs(6);
     while !done(&b) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -252,7 +329,11 @@ fn a_run_cut_off_by_sigkill_is_retried_by_the_other_replica() {
         db.name,
         parse_at(&at).naive_utc()
     ));
-    assert_eq!(status.split_whitespace().collect::<Vec<_>>(), ["succeeded", "2"], "{status}");
+    assert_eq!(
+        status.split_whitespace().collect::<Vec<_>>(),
+        ["succeeded", "2"],
+        "{status}"
+    );
 }
 
 #[test]
@@ -269,7 +350,11 @@ fn schedules_command_lists_the_next_fire_times() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("nightly / berlin"), "{text}");
     let times: Vec<&str> = text.lines().filter(|l| l.starts_with("    ")).collect();
@@ -280,16 +365,28 @@ fn schedules_command_lists_the_next_fire_times() {
 #[test]
 fn without_a_database_a_lone_replica_runs_schedules_from_memory() {
     let dir = tempfile::tempdir().unwrap();
-    job(dir.path(), "solo", "[[trigger.schedule]]\ncron = \"* * * * * *\"", "");
+    job(
+        dir.path(),
+        "solo",
+        "[[trigger.schedule]]\ncron = \"* * * * * *\"",
+        "",
+    );
     let d = Dispatcher::start_with(
         dir.path(),
         Options {
-            env: vec![("DISPATCHER_DB", String::new()), ("DATABASE_URL", String::new())],
+            env: vec![
+                ("DISPATCHER_DB", String::new()),
+                ("DATABASE_URL", String::new()),
+            ],
             ..Options::default()
         },
     );
     assert!(d.wait_for_log("replicas would each run every fire", Duration::from_secs(5)));
-    assert!(d.wait_for_log("status=succeeded", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(
+        d.wait_for_log("status=succeeded", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
     let ev = events(&d);
     assert!(!ev.is_empty());
 }

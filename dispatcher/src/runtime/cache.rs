@@ -59,7 +59,9 @@ impl ModuleCache {
         if path.exists() {
             match deserialize(engine, &path) {
                 Ok(module) => return Ok((module, Origin::Cached)),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}")
+                }
             }
         }
         let module = Module::from_binary(engine, wasm)?;

@@ -99,7 +99,8 @@ impl LogLines {
 
     fn push(&mut self, bytes: &[u8]) {
         let room = MAX_LOG_LINE.saturating_sub(self.pending.len());
-        self.pending.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
     /// Logs the pending line, if any.

@@ -18,9 +18,9 @@ use wasmtime::{
     PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-pub use cache::{content_hash, Origin};
 use crate::network::NetPolicy;
 use cache::ModuleCache;
+pub use cache::{content_hash, Origin};
 use fd::FdTable;
 use wasi::{ExitCode, Host, MemoryLimiter};
 
@@ -98,7 +98,8 @@ impl Runtime {
         cfg.epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let engine =
+            Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)
@@ -155,7 +156,9 @@ impl Runtime {
             .any(|i| i.module() != wasi::MODULE || !wasi::provides(i.name()));
         // preview1's own `sock_accept` takes three arguments, WasmEdge's two.
         let accept_params = module.imports().find_map(|i| match i.ty() {
-            wasmtime::ExternType::Func(f) if i.module() == wasi::MODULE && i.name() == "sock_accept" => {
+            wasmtime::ExternType::Func(f)
+                if i.module() == wasi::MODULE && i.name() == "sock_accept" =>
+            {
                 Some(f.params().len())
             }
             _ => None,

@@ -157,7 +157,9 @@ fn read_ip(m: &[u8], addr_ptr: u32) -> Result<IpAddr, Errno> {
     let len = m.read_u32(addr_ptr + 4)?;
     let bytes = m.slice(buf, len)?;
     match len {
-        4 => Ok(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
         16 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(bytes);
@@ -169,7 +171,13 @@ fn read_ip(m: &[u8], addr_ptr: u32) -> Result<IpAddr, Errno> {
 
 /// Writes an address as `get{local,peer}addr` return it: IP bytes into the `WasiAddress`'s
 /// buffer, the family (1 or 2) and the port.
-fn write_addr(m: &mut [u8], addr: SocketAddr, addr_ptr: u32, type_out: u32, port_out: u32) -> Result<(), Errno> {
+fn write_addr(
+    m: &mut [u8],
+    addr: SocketAddr,
+    addr_ptr: u32,
+    type_out: u32,
+    port_out: u32,
+) -> Result<(), Errno> {
     let buf = m.read_u32(addr_ptr)?;
     let size = m.read_u32(addr_ptr + 4)?;
     if size < 16 {
@@ -225,9 +233,14 @@ fn poll_socket<'a, R>(
 }
 
 /// Waits for `fut` up to `limit` (no limit if `None`), with `EAGAIN` on expiry.
-async fn within<R>(limit: Option<Duration>, fut: impl Future<Output = Result<R, Errno>>) -> Result<R, Errno> {
+async fn within<R>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = Result<R, Errno>>,
+) -> Result<R, Errno> {
     match limit {
-        Some(d) => tokio::time::timeout(d, fut).await.unwrap_or(Err(errno::AGAIN)),
+        Some(d) => tokio::time::timeout(d, fut)
+            .await
+            .unwrap_or(Err(errno::AGAIN)),
         None => fut.await,
     }
 }
@@ -265,13 +278,21 @@ fn boxed<'a>(f: impl Future<Output = Result<(), Errno>> + Send + 'a) -> HostFutu
 /// preview1's `(fd, flags, *new_fd)`.
 pub fn define_accept(linker: &mut Linker<Host>, accept_params: usize) -> wasmtime::Result<()> {
     if accept_params == 3 {
-        linker.func_wrap_async(MODULE, "sock_accept", |mut c: Caller<'_, Host>, (fd, _flags, out): (u32, u32, u32)| {
-            boxed(async move { accept(&mut c, fd, out).await })
-        })?;
+        linker.func_wrap_async(
+            MODULE,
+            "sock_accept",
+            |mut c: Caller<'_, Host>, (fd, _flags, out): (u32, u32, u32)| {
+                boxed(async move { accept(&mut c, fd, out).await })
+            },
+        )?;
     } else {
-        linker.func_wrap_async(MODULE, "sock_accept", |mut c: Caller<'_, Host>, (fd, out): (u32, u32)| {
-            boxed(async move { accept(&mut c, fd, out).await })
-        })?;
+        linker.func_wrap_async(
+            MODULE,
+            "sock_accept",
+            |mut c: Caller<'_, Host>, (fd, out): (u32, u32)| {
+                boxed(async move { accept(&mut c, fd, out).await })
+            },
+        )?;
     }
     Ok(())
 }
@@ -279,34 +300,47 @@ pub fn define_accept(linker: &mut Linker<Host>, accept_params: usize) -> wasmtim
 /// Defines the socket extension in `linker`, with WasmEdge's two-argument `sock_accept`.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     define_accept(linker, 2)?;
-    linker.func_wrap(MODULE, "sock_open", |mut c: Caller<'_, Host>, af: u32, ty: u32, fd_out: u32| {
-        ret(with_mem(&mut c, |m, h| {
-            let v6 = match af {
-                1 => false,
-                2 => true,
-                _ => return Err(sockerr::AFNOSUPPORT),
-            };
-            let (kind, state) = match ty {
-                2 | 0 => {
-                    let socket = if v6 { TcpSocket::new_v6() } else { TcpSocket::new_v4() };
-                    let socket = socket.map_err(|e| io_errno(&e))?;
-                    (SockKind::Stream, SockState::Open { socket: Some(socket) })
-                }
-                1 => (SockKind::Dgram, SockState::Udp),
-                _ => return Err(errno::INVAL),
-            };
-            let fd = h.fds.insert(Descriptor::Socket(Box::new(Socket {
-                kind,
-                v6,
-                nonblocking: false,
-                recv_timeout: None,
-                send_timeout: None,
-                reuse_addr: false,
-                state,
-            })));
-            m.write_u32(fd_out, fd)
-        }))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "sock_open",
+        |mut c: Caller<'_, Host>, af: u32, ty: u32, fd_out: u32| {
+            ret(with_mem(&mut c, |m, h| {
+                let v6 = match af {
+                    1 => false,
+                    2 => true,
+                    _ => return Err(sockerr::AFNOSUPPORT),
+                };
+                let (kind, state) = match ty {
+                    2 | 0 => {
+                        let socket = if v6 {
+                            TcpSocket::new_v6()
+                        } else {
+                            TcpSocket::new_v4()
+                        };
+                        let socket = socket.map_err(|e| io_errno(&e))?;
+                        (
+                            SockKind::Stream,
+                            SockState::Open {
+                                socket: Some(socket),
+                            },
+                        )
+                    }
+                    1 => (SockKind::Dgram, SockState::Udp),
+                    _ => return Err(errno::INVAL),
+                };
+                let fd = h.fds.insert(Descriptor::Socket(Box::new(Socket {
+                    kind,
+                    v6,
+                    nonblocking: false,
+                    recv_timeout: None,
+                    send_timeout: None,
+                    reuse_addr: false,
+                    state,
+                })));
+                m.write_u32(fd_out, fd)
+            }))
+        },
+    )?;
 
     linker.func_wrap(MODULE, "sock_bind", |mut c: Caller<'_, Host>, fd: u32, addr: u32, port: u32| {
         ret(with_mem(&mut c, |m, h| {
@@ -330,34 +364,46 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         }))
     })?;
 
-    linker.func_wrap(MODULE, "sock_listen", |mut c: Caller<'_, Host>, fd: u32, backlog: u32| {
-        let s = match socket_mut(c.data_mut(), fd) {
-            Ok(s) => s,
-            Err(e) => return Ok(e),
-        };
-        let SockState::Open { socket } = &mut s.state else {
-            return Ok(errno::INVAL);
-        };
-        let Some(socket) = socket.take() else {
-            return Ok(errno::INVAL);
-        };
-        match socket.listen(backlog.clamp(1, 4096)) {
-            Ok(listener) => {
-                s.state = SockState::Listening { listener, ready: None };
-                Ok(errno::SUCCESS)
+    linker.func_wrap(
+        MODULE,
+        "sock_listen",
+        |mut c: Caller<'_, Host>, fd: u32, backlog: u32| {
+            let s = match socket_mut(c.data_mut(), fd) {
+                Ok(s) => s,
+                Err(e) => return Ok(e),
+            };
+            let SockState::Open { socket } = &mut s.state else {
+                return Ok(errno::INVAL);
+            };
+            let Some(socket) = socket.take() else {
+                return Ok(errno::INVAL);
+            };
+            match socket.listen(backlog.clamp(1, 4096)) {
+                Ok(listener) => {
+                    s.state = SockState::Listening {
+                        listener,
+                        ready: None,
+                    };
+                    Ok(errno::SUCCESS)
+                }
+                Err(e) => Ok(io_errno(&e)),
             }
-            Err(e) => Ok(io_errno(&e)),
-        }
-    })?;
+        },
+    )?;
 
-    linker.func_wrap_async(MODULE, "sock_connect", |mut c: Caller<'_, Host>, (fd, addr, port): (u32, u32, u32)| {
-        boxed(async move { connect(&mut c, fd, addr, port).await })
-    })?;
+    linker.func_wrap_async(
+        MODULE,
+        "sock_connect",
+        |mut c: Caller<'_, Host>, (fd, addr, port): (u32, u32, u32)| {
+            boxed(async move { connect(&mut c, fd, addr, port).await })
+        },
+    )?;
 
     linker.func_wrap_async(
         MODULE,
         "sock_recv",
-        |mut c: Caller<'_, Host>, (fd, iovs, count, flags, nread, roflags): (u32, u32, u32, u32, u32, u32)| {
+        |mut c: Caller<'_, Host>,
+         (fd, iovs, count, flags, nread, roflags): (u32, u32, u32, u32, u32, u32)| {
             boxed(async move {
                 let iovs = with_mem(&mut c, |m, _| m.iovecs(iovs, count))?;
                 let want: usize = iovs.iter().map(|&(_, l)| l as usize).sum();
@@ -377,7 +423,8 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         MODULE,
         "sock_send",
-        |mut c: Caller<'_, Host>, (fd, iovs, count, _flags, nwritten): (u32, u32, u32, u32, u32)| {
+        |mut c: Caller<'_, Host>,
+         (fd, iovs, count, _flags, nwritten): (u32, u32, u32, u32, u32)| {
             boxed(async move {
                 let data = with_mem(&mut c, |m, _| gather(m, iovs, count))?;
                 let n = send(&mut c, fd, &data).await?;
@@ -410,25 +457,31 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         },
     )?;
 
-    linker.func_wrap(MODULE, "sock_shutdown", |mut c: Caller<'_, Host>, fd: u32, how: u32| {
-        let s = match socket_mut(c.data_mut(), fd) {
-            Ok(s) => s,
-            Err(e) => return Ok(e),
-        };
-        let how = match how {
-            1 => std::net::Shutdown::Read,
-            2 => std::net::Shutdown::Write,
-            3 => std::net::Shutdown::Both,
-            _ => return Ok(errno::INVAL),
-        };
-        Ok(match &s.state {
-            SockState::Connected(stream) => match socket2::SockRef::from(stream).shutdown(how) {
-                Ok(()) => errno::SUCCESS,
-                Err(e) => io_errno(&e),
-            },
-            _ => sockerr::NOTCONN,
-        })
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "sock_shutdown",
+        |mut c: Caller<'_, Host>, fd: u32, how: u32| {
+            let s = match socket_mut(c.data_mut(), fd) {
+                Ok(s) => s,
+                Err(e) => return Ok(e),
+            };
+            let how = match how {
+                1 => std::net::Shutdown::Read,
+                2 => std::net::Shutdown::Write,
+                3 => std::net::Shutdown::Both,
+                _ => return Ok(errno::INVAL),
+            };
+            Ok(match &s.state {
+                SockState::Connected(stream) => {
+                    match socket2::SockRef::from(stream).shutdown(how) {
+                        Ok(()) => errno::SUCCESS,
+                        Err(e) => io_errno(&e),
+                    }
+                }
+                _ => sockerr::NOTCONN,
+            })
+        },
+    )?;
 
     linker.func_wrap(
         MODULE,
@@ -464,7 +517,16 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         MODULE,
         "sock_getaddrinfo",
         |mut c: Caller<'_, Host>,
-         (node, node_len, _service, _service_len, _hints, res, max, res_len): (u32, u32, u32, u32, u32, u32, u32, u32)| {
+         (node, node_len, _service, _service_len, _hints, res, max, res_len): (
+            u32,
+            u32,
+            u32,
+            u32,
+            u32,
+            u32,
+            u32,
+            u32,
+        )| {
             boxed(async move { getaddrinfo(&mut c, node, node_len, res, max, res_len).await })
         },
     )?;
@@ -526,7 +588,11 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                     },
                     13 => i32::from(matches!(s.state, SockState::Listening { .. })),
                     11 | 12 => {
-                        let t = if name == 11 { s.recv_timeout } else { s.send_timeout };
+                        let t = if name == 11 {
+                            s.recv_timeout
+                        } else {
+                            s.send_timeout
+                        };
                         let t = t.unwrap_or_default();
                         m.write_u64(val, t.as_secs())?;
                         m.write_u64(val + 8, u64::from(t.subsec_micros()))?;
@@ -621,7 +687,12 @@ async fn connect(c: &mut Caller<'_, Host>, fd: u32, addr_ptr: u32, port: u32) ->
 }
 
 /// Reads up to `want` bytes; waits (unless non-blocking) until something arrives.
-async fn recv(c: &mut Caller<'_, Host>, fd: u32, want: usize, peek: bool) -> Result<Vec<u8>, Errno> {
+async fn recv(
+    c: &mut Caller<'_, Host>,
+    fd: u32,
+    want: usize,
+    peek: bool,
+) -> Result<Vec<u8>, Errno> {
     let (nonblocking, limit) = {
         let s = socket_mut(c.data_mut(), fd)?;
         (s.nonblocking, s.recv_timeout)

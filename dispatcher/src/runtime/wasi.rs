@@ -6,10 +6,10 @@
 //! so a guest gets a clean error code instead of a link failure. Waits (`poll_oneoff`,
 //! `sched_yield`) are async and never block a tokio worker.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 use std::task::Poll;
-use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Extern, ExternType, Linker, Memory, Module, Val, ValType};
@@ -128,10 +128,14 @@ pub trait GuestMemory {
     fn slice(&self, ptr: u32, len: u32) -> Result<&[u8], Errno>;
     fn slice_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno>;
     fn read_u32(&self, ptr: u32) -> Result<u32, Errno> {
-        Ok(u32::from_le_bytes(self.slice(ptr, 4)?.try_into().unwrap_or_default()))
+        Ok(u32::from_le_bytes(
+            self.slice(ptr, 4)?.try_into().unwrap_or_default(),
+        ))
     }
     fn read_u64(&self, ptr: u32) -> Result<u64, Errno> {
-        Ok(u64::from_le_bytes(self.slice(ptr, 8)?.try_into().unwrap_or_default()))
+        Ok(u64::from_le_bytes(
+            self.slice(ptr, 8)?.try_into().unwrap_or_default(),
+        ))
     }
     fn write_u32(&mut self, ptr: u32, v: u32) -> Result<(), Errno> {
         self.slice_mut(ptr, 4)?.copy_from_slice(&v.to_le_bytes());
@@ -145,7 +149,9 @@ pub trait GuestMemory {
     fn iovecs(&self, iovs: u32, count: u32) -> Result<Vec<(u32, u32)>, Errno> {
         (0..count)
             .map(|i| {
-                let at = iovs.checked_add(i.checked_mul(8).ok_or(errno::FAULT)?).ok_or(errno::FAULT)?;
+                let at = iovs
+                    .checked_add(i.checked_mul(8).ok_or(errno::FAULT)?)
+                    .ok_or(errno::FAULT)?;
                 Ok((self.read_u32(at)?, self.read_u32(at + 4)?))
             })
             .collect()
@@ -159,7 +165,8 @@ impl GuestMemory for [u8] {
     }
     fn slice_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno> {
         let start = ptr as usize;
-        self.get_mut(start..start + len as usize).ok_or(errno::FAULT)
+        self.get_mut(start..start + len as usize)
+            .ok_or(errno::FAULT)
     }
 }
 
@@ -229,26 +236,48 @@ pub fn provides(name: &str) -> bool {
 
 /// Defines the preview1 subset in `linker`.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
-    linker.func_wrap(MODULE, "args_get", |mut c: Caller<'_, Host>, argv: u32, buf: u32| {
-        ret(with_mem(&mut c, |m, h| write_strings(m, &h.args, argv, buf)))
-    })?;
-    linker.func_wrap(MODULE, "args_sizes_get", |mut c: Caller<'_, Host>, n: u32, size: u32| {
-        ret(with_mem(&mut c, |m, h| write_sizes(m, &h.args, n, size)))
-    })?;
-    linker.func_wrap(MODULE, "environ_get", |mut c: Caller<'_, Host>, env: u32, buf: u32| {
-        ret(with_mem(&mut c, |m, h| write_strings(m, &h.env, env, buf)))
-    })?;
-    linker.func_wrap(MODULE, "environ_sizes_get", |mut c: Caller<'_, Host>, n: u32, size: u32| {
-        ret(with_mem(&mut c, |m, h| write_sizes(m, &h.env, n, size)))
-    })?;
-    linker.func_wrap(MODULE, "clock_res_get", |mut c: Caller<'_, Host>, id: u32, out: u32| {
-        ret(with_mem(&mut c, |m, _| {
-            if id > 3 {
-                return Err(errno::INVAL);
-            }
-            m.write_u64(out, 1_000)
-        }))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "args_get",
+        |mut c: Caller<'_, Host>, argv: u32, buf: u32| {
+            ret(with_mem(&mut c, |m, h| {
+                write_strings(m, &h.args, argv, buf)
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: Caller<'_, Host>, n: u32, size: u32| {
+            ret(with_mem(&mut c, |m, h| write_sizes(m, &h.args, n, size)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: Caller<'_, Host>, env: u32, buf: u32| {
+            ret(with_mem(&mut c, |m, h| write_strings(m, &h.env, env, buf)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: Caller<'_, Host>, n: u32, size: u32| {
+            ret(with_mem(&mut c, |m, h| write_sizes(m, &h.env, n, size)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: Caller<'_, Host>, id: u32, out: u32| {
+            ret(with_mem(&mut c, |m, _| {
+                if id > 3 {
+                    return Err(errno::INVAL);
+                }
+                m.write_u64(out, 1_000)
+            }))
+        },
+    )?;
     linker.func_wrap(
         MODULE,
         "clock_time_get",
@@ -268,40 +297,54 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         let host = c.data_mut();
         ret(host.fds.remove(fd).map(drop).ok_or(errno::BADF))
     })?;
-    linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: Caller<'_, Host>, fd: u32, out: u32| {
-        ret(with_mem(&mut c, |m, h| {
-            let (filetype, flags) = match h.fds.get(fd).ok_or(errno::BADF)? {
-                // character_device
-                Descriptor::Stdin(_) | Descriptor::Stdout(_) | Descriptor::Stderr(_) => (2u8, 0u16),
-                Descriptor::Socket(s) => (socket::filetype(s), if s.nonblocking { 4 } else { 0 }),
-            };
-            let stat = m.slice_mut(out, 24)?;
-            stat.fill(0);
-            stat[0] = filetype;
-            stat[2..4].copy_from_slice(&flags.to_le_bytes());
-            // fd_read | fd_write | poll_fd_readwrite, and the same inheritable.
-            let rights: u64 = (1 << 1) | (1 << 6) | (1 << 27);
-            stat[8..16].copy_from_slice(&rights.to_le_bytes());
-            stat[16..24].copy_from_slice(&rights.to_le_bytes());
-            Ok(())
-        }))
-    })?;
-    linker.func_wrap(MODULE, "fd_fdstat_set_flags", |mut c: Caller<'_, Host>, fd: u32, flags: u32| {
-        ret(match c.data_mut().fds.get_mut(fd) {
-            // NONBLOCK (4) is the one flag that matters, for sockets.
-            Some(Descriptor::Socket(s)) => {
-                s.nonblocking = flags & 4 != 0;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, Host>, fd: u32, out: u32| {
+            ret(with_mem(&mut c, |m, h| {
+                let (filetype, flags) = match h.fds.get(fd).ok_or(errno::BADF)? {
+                    // character_device
+                    Descriptor::Stdin(_) | Descriptor::Stdout(_) | Descriptor::Stderr(_) => {
+                        (2u8, 0u16)
+                    }
+                    Descriptor::Socket(s) => {
+                        (socket::filetype(s), if s.nonblocking { 4 } else { 0 })
+                    }
+                };
+                let stat = m.slice_mut(out, 24)?;
+                stat.fill(0);
+                stat[0] = filetype;
+                stat[2..4].copy_from_slice(&flags.to_le_bytes());
+                // fd_read | fd_write | poll_fd_readwrite, and the same inheritable.
+                let rights: u64 = (1 << 1) | (1 << 6) | (1 << 27);
+                stat[8..16].copy_from_slice(&rights.to_le_bytes());
+                stat[16..24].copy_from_slice(&rights.to_le_bytes());
                 Ok(())
-            }
-            // Stdio is never waited on, so blocking and non-blocking mode are the same.
-            Some(_) => Ok(()),
-            None => Err(errno::BADF),
-        })
-    })?;
+            }))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, Host>, fd: u32, flags: u32| {
+            ret(match c.data_mut().fds.get_mut(fd) {
+                // NONBLOCK (4) is the one flag that matters, for sockets.
+                Some(Descriptor::Socket(s)) => {
+                    s.nonblocking = flags & 4 != 0;
+                    Ok(())
+                }
+                // Stdio is never waited on, so blocking and non-blocking mode are the same.
+                Some(_) => Ok(()),
+                None => Err(errno::BADF),
+            })
+        },
+    )?;
     // No preopened directories: EBADF ends the guest's scan at fd 3.
-    linker.func_wrap(MODULE, "fd_prestat_get", |_: Caller<'_, Host>, _fd: u32, _out: u32| {
-        Ok(errno::BADF)
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |_: Caller<'_, Host>, _fd: u32, _out: u32| Ok(errno::BADF),
+    )?;
     linker.func_wrap(
         MODULE,
         "fd_prestat_dir_name",
@@ -362,14 +405,22 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    linker.func_wrap(MODULE, "proc_exit", |_: Caller<'_, Host>, code: i32| -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(ExitCode(code)))
-    })?;
-    linker.func_wrap(MODULE, "random_get", |mut c: Caller<'_, Host>, buf: u32, len: u32| {
-        ret(with_mem(&mut c, |m, _| {
-            getrandom::fill(m.slice_mut(buf, len)?).map_err(|_| errno::IO)
-        }))
-    })?;
+    linker.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_: Caller<'_, Host>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(ExitCode(code)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "random_get",
+        |mut c: Caller<'_, Host>, buf: u32, len: u32| {
+            ret(with_mem(&mut c, |m, _| {
+                getrandom::fill(m.slice_mut(buf, len)?).map_err(|_| errno::IO)
+            }))
+        },
+    )?;
     linker.func_wrap_async(MODULE, "sched_yield", |_: Caller<'_, Host>, (): ()| {
         Box::new(async {
             tokio::task::yield_now().await;
@@ -443,7 +494,12 @@ type Event = (u64, u8, u64, bool);
 const MAX_FD_WAIT: Duration = Duration::from_millis(5);
 
 /// Readiness of one fd subscription now; registers `cx` for a wakeup if not ready.
-fn fd_ready(fds: &mut FdTable, fd: u32, write: bool, cx: &mut std::task::Context<'_>) -> Option<(u64, bool)> {
+fn fd_ready(
+    fds: &mut FdTable,
+    fd: u32,
+    write: bool,
+    cx: &mut std::task::Context<'_>,
+) -> Option<(u64, bool)> {
     match fds.get_mut(fd) {
         Some(Descriptor::Stdin(s)) if !write => Some((s.remaining.len() as u64, false)),
         Some(Descriptor::Stdout(_) | Descriptor::Stderr(_)) if write => Some((0, false)),
@@ -488,7 +544,12 @@ async fn poll_oneoff(
     let events: Vec<Event> = std::future::poll_fn(|cx| {
         let mut events = Vec::new();
         for s in &subs {
-            if let Subscription::Fd { userdata, fd, write } = *s {
+            if let Subscription::Fd {
+                userdata,
+                fd,
+                write,
+            } = *s
+            {
                 if let Some((nbytes, hangup)) = fd_ready(&mut host.fds, fd, write, cx) {
                     events.push((userdata, if write { 2 } else { 1 }, nbytes, hangup));
                 }
@@ -547,7 +608,8 @@ pub fn stub_missing(linker: &mut Linker<Host>, module: &Module) -> Result<(), St
                 import.name()
             ));
         };
-        let errno_result = ty.results().len() == 1 && matches!(ty.results().next(), Some(ValType::I32));
+        let errno_result =
+            ty.results().len() == 1 && matches!(ty.results().next(), Some(ValType::I32));
         let name = import.name().to_string();
         linker
             .func_new(MODULE, import.name(), ty, move |_c, _params, results| {
@@ -571,7 +633,7 @@ mod tests {
 
     #[test]
     fn guest_memory_bounds() {
-        let mut mem = vec![0u8; 16];
+        let mut mem = [0u8; 16];
         assert_eq!(mem.slice(10, 8), Err(errno::FAULT));
         mem.write_u32(12, 7).unwrap();
         assert_eq!(mem.read_u32(12), Ok(7));

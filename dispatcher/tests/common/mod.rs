@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 /// The repo's root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A function module built from `functions/<name>`.
@@ -52,18 +55,10 @@ pub struct Dispatcher {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+#[derive(Default)]
 pub struct Options<'a> {
     pub cache_dir: Option<&'a Path>,
     pub env: Vec<(&'a str, String)>,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Options {
-            cache_dir: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 pub fn dispatcher_command(manifests: &Path) -> Command {

@@ -7,7 +7,8 @@ fn main() {
         let orders: Vec<Order> = parse_json(req.body())?;
         let mut conn = connect().await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
-        tx.exec_batch(INSERT, orders.iter().map(order_params)).await?;
+        tx.exec_batch(INSERT, orders.iter().map(order_params))
+            .await?;
         tx.commit().await?;
         close(conn).await;
         Ok(STATUS_TRUE.to_string())

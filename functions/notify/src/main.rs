@@ -10,7 +10,10 @@ fn main() {
             Err(e) => {
                 eprintln!("notify failed: {e}");
                 let mut resp = text(502, r#"{"delivered":false}"#);
-                resp.headers_mut().insert("content-type", function_sdk::http::HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(
+                    "content-type",
+                    function_sdk::http::HeaderValue::from_static("application/json"),
+                );
                 resp
             }
         }
@@ -37,6 +40,9 @@ async fn notify(req: Request) -> Result<Response, Box<dyn std::error::Error>> {
         "reply": String::from_utf8_lossy(&body),
     });
     let mut resp = text(200, reply.to_string());
-    resp.headers_mut().insert("content-type", function_sdk::http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        "content-type",
+        function_sdk::http::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }

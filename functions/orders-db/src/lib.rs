@@ -45,7 +45,9 @@ pub enum ApiError {
 impl From<mysql_async::Error> for ApiError {
     fn from(e: mysql_async::Error) -> Self {
         match e {
-            mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => ApiError::Unavailable(e.to_string()),
+            mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -53,14 +55,18 @@ impl From<mysql_async::Error> for ApiError {
 
 /// Connects to `DATABASE_URL`: 503 if it cannot within 2.5 s.
 pub async fn connect() -> Result<Conn, ApiError> {
-    let url = std::env::var("DATABASE_URL")
-        .map_err(|_| ApiError::Internal("DATABASE_URL is not set in the manifest's [env]".into()))?;
-    let opts = Opts::from_url(&url).map_err(|e| ApiError::Internal(format!("DATABASE_URL: {e}")))?;
+    let url = std::env::var("DATABASE_URL").map_err(|_| {
+        ApiError::Internal("DATABASE_URL is not set in the manifest's [env]".into())
+    })?;
+    let opts =
+        Opts::from_url(&url).map_err(|e| ApiError::Internal(format!("DATABASE_URL: {e}")))?;
     // A fresh instance has no unix socket to switch to.
     let opts = OptsBuilder::from_opts(opts).prefer_socket(false);
     match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
         Ok(conn) => Ok(conn?),
-        Err(_) => Err(ApiError::Unavailable("connecting to the database timed out".into())),
+        Err(_) => Err(ApiError::Unavailable(
+            "connecting to the database timed out".into(),
+        )),
     }
 }
 
@@ -70,7 +76,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = if path == "." || path == "?" { "body".to_string() } else { path };
+        let field = if path == "." || path == "?" {
+            "body".to_string()
+        } else {
+            path
+        };
         let message = match inner.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                 format!("the body is not valid JSON: {inner}")
@@ -109,7 +119,10 @@ pub fn query_i32(req: &Request, name: &str) -> Result<i32, ApiError> {
 fn cors(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    h.insert("access-control-allow-methods", HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static("api,Keep-Alive,User-Agent,Content-Type"),
@@ -119,8 +132,10 @@ fn cors(resp: &mut Response) {
 fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = Response::new(body.into_bytes());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     cors(&mut resp);
     resp
 }
@@ -143,13 +158,15 @@ where
             Ok(body) => json_response(StatusCode::OK, body),
             Err(ApiError::BadRequest { field, message }) => json_response(
                 StatusCode::BAD_REQUEST,
-                serde_json::json!({ "status": false, "field": field, "error": message }).to_string(),
+                serde_json::json!({ "status": false, "field": field, "error": message })
+                    .to_string(),
             ),
             Err(ApiError::Unavailable(detail)) => {
                 eprintln!("database unavailable: {detail}");
                 json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    r#"{"status":false,"error":"the database is unavailable; retry shortly"}"#.into(),
+                    r#"{"status":false,"error":"the database is unavailable; retry shortly"}"#
+                        .into(),
                 )
             }
             Err(ApiError::Internal(detail)) => {
@@ -165,7 +182,8 @@ where
 
 /// Serializes an answer.
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, ApiError> {
-    serde_json::to_string(value).map_err(|e| ApiError::Internal(format!("serializing the answer: {e}")))
+    serde_json::to_string(value)
+        .map_err(|e| ApiError::Internal(format!("serializing the answer: {e}")))
 }
 
 /// Closes a connection politely; a failure only matters to the log.
@@ -176,7 +194,8 @@ pub async fn close(conn: Conn) {
 }
 
 /// The seed's INSERT, with named parameters.
-pub const INSERT: &str = "INSERT INTO orders (order_id, product_id, quantity, amount, shipping, tax, shipping_address) \
+pub const INSERT: &str =
+    "INSERT INTO orders (order_id, product_id, quantity, amount, shipping, tax, shipping_address) \
      VALUES (:order_id, :product_id, :quantity, :amount, :shipping, :tax, :shipping_address)";
 
 /// The named parameters of an order.

@@ -49,7 +49,11 @@ fn scheduled() {
     if attempt <= fail_until {
         println!("Status: 500\n\nfailing attempt {attempt} on purpose");
     }
-    eprintln!("schedule-done at={} attempt={}", var("SCHEDULED_AT"), attempt);
+    eprintln!(
+        "schedule-done at={} attempt={}",
+        var("SCHEDULED_AT"),
+        attempt
+    );
 }
 
 fn num(req: &Request, name: &str) -> u64 {
@@ -83,7 +87,13 @@ async fn handle(req: Request) -> Response {
             let mb = num(&req, "mb") as usize;
             let mut v: Vec<u8> = Vec::with_capacity(mb << 20);
             v.resize(mb << 20, 1);
-            text(200, format!("allocated {} bytes", v.iter().map(|&b| b as usize).sum::<usize>()))
+            text(
+                200,
+                format!(
+                    "allocated {} bytes",
+                    v.iter().map(|&b| b as usize).sum::<usize>()
+                ),
+            )
         }
         "exit" => std::process::exit(num(&req, "code") as i32),
         "panic" => panic!("the probe was asked to panic"),
@@ -100,8 +110,14 @@ async fn handle(req: Request) -> Response {
         }
         "status" => {
             let mut resp = text(num(&req, "code") as u16, "custom");
-            resp.headers_mut().insert("location", function_sdk::http::HeaderValue::from_static("/elsewhere"));
-            resp.headers_mut().insert("x-probe", function_sdk::http::HeaderValue::from_static("yes"));
+            resp.headers_mut().insert(
+                "location",
+                function_sdk::http::HeaderValue::from_static("/elsewhere"),
+            );
+            resp.headers_mut().insert(
+                "x-probe",
+                function_sdk::http::HeaderValue::from_static("yes"),
+            );
             resp
         }
         other => text(400, format!("unknown do={other}")),

@@ -92,7 +92,10 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 2;
@@ -135,7 +138,10 @@ where
     Fut: std::future::Future<Output = Response>,
 {
     let response = match request() {
-        Ok(req) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(req) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(handler(req)),
             Err(e) => text(500, format!("cannot start the async runtime: {e}")),
         },
