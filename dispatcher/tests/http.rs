@@ -507,3 +507,91 @@ async fn sigterm_drains_requests_in_flight() {
         .await
         .is_err());
 }
+
+/// Opens a TCP socket and binds it to 127.0.0.1:0, then listens; opens a UDP socket and tries
+/// to send on it. Answers `bind=<errno> listen=<errno> udp_open=<errno> udp_send=<errno>` as
+/// single digits/letters: each errno is written as one byte, 'a' + errno.
+const SOCKETS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_open" (func $sock_open (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_bind" (func $sock_bind (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_listen" (func $sock_listen (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_send_to" (func $sock_send_to (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; 16: WasiAddress {buf = 32, len = 4}; 32: 127.0.0.1
+  (data (i32.const 16) "\20\00\00\00\04\00\00\00")
+  (data (i32.const 32) "\7f\00\00\01")
+  ;; 100: the answer
+  (data (i32.const 100) "Status: 200\n\n....")
+  (func (export "_start")
+    (local $fd i32)
+    (drop (call $sock_open (i32.const 1) (i32.const 2) (i32.const 0)))
+    (local.set $fd (i32.load (i32.const 0)))
+    (i32.store8 (i32.const 113) (i32.add (i32.const 97) (call $sock_bind (local.get $fd) (i32.const 16) (i32.const 0))))
+    (i32.store8 (i32.const 114) (i32.add (i32.const 97) (call $sock_listen (local.get $fd) (i32.const 16))))
+    (drop (call $fd_close (local.get $fd)))
+    (i32.store8 (i32.const 115) (i32.add (i32.const 97) (call $sock_open (i32.const 1) (i32.const 1) (i32.const 0))))
+    (local.set $fd (i32.load (i32.const 0)))
+    (i32.store8 (i32.const 116) (i32.add (i32.const 97)
+      (call $sock_send_to (local.get $fd) (i32.const 40) (i32.const 0) (i32.const 16) (i32.const 9) (i32.const 0) (i32.const 48))))
+    (i32.store (i32.const 200) (i32.const 100))
+    (i32.store (i32.const 204) (i32.const 17))
+    (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 208)))))"#;
+
+#[tokio::test]
+async fn bind_needs_the_manifest_and_udp_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    wat_module(dir.path(), "sockets", SOCKETS);
+    manifest(
+        dir.path(),
+        "closed",
+        "name = \"closed\"\nwasm = \"sockets.wasm\"\n[trigger.http]\npath = \"/closed\"\n",
+    );
+    manifest(
+        dir.path(),
+        "open",
+        "name = \"open\"\nwasm = \"sockets.wasm\"\n[trigger.http]\npath = \"/open\"\n[network]\nlisten = [\"127.0.0.1:*\"]\n",
+    );
+    let d = Dispatcher::start(dir.path());
+    // errno + 'a': 0 -> a, EACCES (2) -> c, EINVAL (28) -> '}', ENOTSUP (58) -> 0x9b.
+    let closed = client()
+        .get(d.url("/closed"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        closed[0],
+        b'a' + 2,
+        "bind without a listen entry is EACCES: {closed:?}"
+    );
+    assert_eq!(
+        closed[1],
+        b'a' + 2,
+        "listen on an unbound socket is EACCES too: {closed:?}"
+    );
+    assert_eq!(
+        closed[1],
+        b'a' + 2,
+        "listen on an unbound socket is EACCES too: {closed:?}"
+    );
+    assert_eq!(closed[2], b'a', "opening a UDP socket works");
+    assert_eq!(closed[3], b'a' + 58, "UDP sends are ENOTSUP, not a crash");
+    assert!(d.wait_for_log("network: bind denied", Duration::from_secs(5)));
+    let open = client()
+        .get(d.url("/open"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        &open[..2],
+        b"aa",
+        "bind and listen succeed when the manifest allows them: {open:?}"
+    );
+}

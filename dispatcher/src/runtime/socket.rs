@@ -368,13 +368,24 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         MODULE,
         "sock_listen",
         |mut c: Caller<'_, Host>, fd: u32, backlog: u32| {
-            let s = match socket_mut(c.data_mut(), fd) {
+            let host = c.data_mut();
+            let (net, function) = (host.net.clone(), host.function.clone());
+            let s = match socket_mut(host, fd) {
                 Ok(s) => s,
                 Err(e) => return Ok(e),
             };
             let SockState::Open { socket } = &mut s.state else {
                 return Ok(errno::INVAL);
             };
+            // An unbound socket would listen on 0.0.0.0 and a random port: check it like bind.
+            let local = socket
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            if !net.allows_listen(local) {
+                tracing::warn!(function = %function, addr = %local, "network: listen denied by the manifest's [network] listen list");
+                return Ok(errno::ACCES);
+            }
             let Some(socket) = socket.take() else {
                 return Ok(errno::INVAL);
             };
