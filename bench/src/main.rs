@@ -46,6 +46,9 @@ fn run() -> anyhow::Result<bool> {
         }
     }
     let artifacts = Artifacts::build_and_locate()?;
+    let busy = report::cpu_busy(std::time::Duration::from_secs(1));
+    let busy = busy.map_or("unknown".into(), |b| format!("{:.0}%", b * 100.0));
+    println!("CPU busy with other work before the bench: {busy}");
 
     let mut table = Table::default();
     let mut failed = Vec::new();
@@ -65,7 +68,10 @@ fn run() -> anyhow::Result<bool> {
 
     println!();
     table.print();
-    println!("\nmachine: {}", report::machine());
+    println!(
+        "\nmachine: {}; CPU busy with other work before the bench: {busy}",
+        report::machine()
+    );
     if !failed.is_empty() {
         eprintln!("bench: failed sections: {}", failed.join(", "));
     }

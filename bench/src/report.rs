@@ -94,7 +94,7 @@ impl Table {
     }
 }
 
-/// This machine: cores, CPU model and how busy it is.
+/// This machine: cores and CPU model.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -106,10 +106,29 @@ pub fn machine() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    // Other work on the machine skews every figure above; say how busy it was.
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cores} cores, {model}; 1-minute load average at the end: {load}")
+    format!("{cores} cores, {model}")
+}
+
+/// How busy the machine's CPUs are with other work, measured over `window` while the bench
+/// waits: other work skews every figure, so the bench reports it.
+pub fn cpu_busy(window: std::time::Duration) -> Option<f64> {
+    let before = cpu_jiffies()?;
+    std::thread::sleep(window);
+    let after = cpu_jiffies()?;
+    let total = after.0.checked_sub(before.0)?;
+    let idle = after.1.checked_sub(before.1)?;
+    (total > 0).then(|| 1.0 - idle as f64 / total as f64)
+}
+
+/// (all, idle + iowait) jiffies from the `cpu` line of `/proc/stat`.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((values.iter().sum(), idle))
 }

@@ -2,6 +2,8 @@
 //! details as it goes, and returns its rows for the closing table.
 
 mod invoke;
+mod orders;
+mod schedule;
 mod startup;
 mod throughput;
 
@@ -18,4 +20,10 @@ pub struct Section {
 }
 
 /// Every section, in the order they run. Add new ones here.
-pub const ALL: &[Section] = &[invoke::SECTION, throughput::SECTION, startup::SECTION];
+pub const ALL: &[Section] = &[
+    invoke::SECTION,
+    throughput::SECTION,
+    startup::SECTION,
+    orders::SECTION,
+    schedule::SECTION,
+];

@@ -1,0 +1,706 @@
+//! A real endpoint: `GET /orders` returning 5 rows from MariaDB. The dispatcher runs
+//! `list_orders.wasm` in a fresh instance per request, which opens (and closes) its own database
+//! connection every time; the native baseline is the seed's architecture, a long-running hyper
+//! server with a connection pool (`native_orders`). Both are loaded with `wrk`, and one
+//! invocation is broken down from the guest's own timings (`ORDERS_TIMINGS=1`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+
+use super::Section;
+use crate::artifacts::Artifacts;
+use crate::process::{cpu_time, ChildGuard};
+use crate::report::Row;
+use crate::servers;
+use crate::stats::{ms, us, Summary};
+use crate::wrk::{self, WrkReport};
+
+pub const SECTION: Section = Section {
+    name: "orders",
+    title: "4. GET /orders (5 rows): per-request function vs native long-running server with a pool (wrk -t2, 16 conns)",
+    run,
+};
+
+/// MariaDB as the bench reaches it (root, no password, loopback only).
+const MARIADB: &str = "127.0.0.1:3306";
+const DATABASE: &str = "bench_orders";
+const CONNECTIONS: u32 = 16;
+const WARMUP: Duration = Duration::from_secs(1);
+const DURATION: Duration = Duration::from_secs(5);
+/// A response this slow is worth a warning.
+const SPIKE: Duration = Duration::from_millis(40);
+/// For the single requests that set up and check the servers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The readiness line of `native_orders`.
+const NATIVE_READY: &str = "native_orders listening on ";
+
+/// One order, serialized as `orders_db::Order` is (same field order and types).
+#[derive(Serialize)]
+struct Order {
+    order_id: i32,
+    product_id: i32,
+    quantity: i32,
+    amount: f32,
+    shipping: f32,
+    tax: f32,
+    shipping_address: &'static str,
+}
+
+/// The seed's two orders and three more; every float is exact in `f32`.
+const ORDERS: [Order; 5] = [
+    order(1, 12, 2, 56.0, 15.0, 2.0, "Mataderos 2312"),
+    order(2, 15, 3, 256.0, 30.0, 16.0, "1234 NW Bobcat"),
+    order(3, 12, 1, 28.0, 5.0, 1.0, "Obere Str. 57"),
+    order(4, 21, 5, 112.5, 12.25, 8.75, "120 Hanover Sq."),
+    order(5, 15, 7, 599.5, 0.0, 47.5, "Avda. de la Constitución 2222"),
+];
+
+const fn order(
+    order_id: i32,
+    product_id: i32,
+    quantity: i32,
+    amount: f32,
+    shipping: f32,
+    tax: f32,
+    shipping_address: &'static str,
+) -> Order {
+    Order {
+        order_id,
+        product_id,
+        quantity,
+        amount,
+        shipping,
+        tax,
+        shipping_address,
+    }
+}
+
+/// One load test of one server.
+struct Measured {
+    wrk: WrkReport,
+    /// Server CPU (user + system, all threads) per completed request.
+    cpu_per_request: Duration,
+    /// MariaDB's CPU per completed request over the same run, if its process was found.
+    db_cpu_per_request: Option<Duration>,
+}
+
+fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
+    wrk::check_installed()?;
+    let init_wasm = wasm(artifacts, "init")?;
+    let create_wasm = wasm(artifacts, "create_orders")?;
+    let list_wasm = wasm(artifacts, "list_orders")?;
+    let native_bin = native_bin(artifacts, "native_orders")?;
+    recreate_database(DATABASE)?;
+    let db_url = format!("mysql://root@{MARIADB}/{DATABASE}");
+
+    let tmp = tempfile::Builder::new()
+        .prefix("dispatcher-bench-orders-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let manifests = tmp.path().join("manifests");
+    std::fs::create_dir_all(&manifests).context("cannot create the manifests folder")?;
+    let env = [("DATABASE_URL", db_url.as_str())];
+    write_manifest(&manifests, "init", &init_wasm, "/init", "GET", &env)?;
+    write_manifest(
+        &manifests,
+        "create_orders",
+        &create_wasm,
+        "/create_orders",
+        "POST",
+        &env,
+    )?;
+    write_manifest(
+        &manifests,
+        "list_orders",
+        &list_wasm,
+        "/orders",
+        "GET",
+        &[("DATABASE_URL", db_url.as_str()), ("ORDERS_TIMINGS", "1")],
+    )?;
+    let script = tmp.path().join("get.lua");
+    std::fs::write(&script, "wrk.method = \"GET\"\n").context("cannot write the wrk script")?;
+    let log = tmp.path().join("dispatcher.log");
+
+    let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (mut dispatcher, dispatcher_addr) = servers::start(
+        "dispatcher",
+        &mut servers::dispatcher_command(
+            artifacts,
+            &manifests,
+            any_port,
+            &tmp.path().join("cache"),
+        ),
+        servers::DISPATCHER_READY,
+        Some(&log),
+    )?;
+
+    // The seed's curl session: create the table, then insert the orders.
+    expect(dispatcher_addr, "GET", "/init", b"", br#"{"status":true}"#)?;
+    let orders_json = serde_json::to_string(&ORDERS)?;
+    expect(
+        dispatcher_addr,
+        "POST",
+        "/create_orders",
+        orders_json.as_bytes(),
+        br#"{"status":true}"#,
+    )?;
+
+    let (mut native, native_addr) = servers::start(
+        "native_orders",
+        Command::new(&native_bin)
+            .arg(any_port.to_string())
+            .arg(&db_url),
+        NATIVE_READY,
+        Some(&tmp.path().join("native_orders.log")),
+    )?;
+
+    // Both must answer exactly what was inserted, byte for byte.
+    let from_dispatcher = expect(
+        dispatcher_addr,
+        "GET",
+        "/orders",
+        b"",
+        orders_json.as_bytes(),
+    )?;
+    let from_native = expect(native_addr, "GET", "/orders", b"", orders_json.as_bytes())?;
+    if from_dispatcher != from_native {
+        anyhow::bail!("the dispatcher and native_orders answer different bodies");
+    }
+    println!(
+        "  both answer GET /orders with the same {}-byte body ({} orders)",
+        from_native.len(),
+        ORDERS.len()
+    );
+
+    let db_pid = mariadb_pid();
+    if db_pid.is_none() {
+        println!("  (MariaDB's process was not found in /proc: its CPU is not reported)");
+    }
+    let d_url = format!("http://{dispatcher_addr}/orders");
+    wrk::run(&d_url, CONNECTIONS, WARMUP, &script)?;
+    let log_start = file_len(&log)?;
+    let d = measure(&mut dispatcher, db_pid, &d_url, &script)?;
+    let server_log = parse_log(&read_from(&log, log_start)?);
+    let n_url = format!("http://{native_addr}/orders");
+    wrk::run(&n_url, CONNECTIONS, WARMUP, &script)?;
+    let n = measure(&mut native, db_pid, &n_url, &script)?;
+
+    print_run("dispatcher", &d);
+    println!("    server log: {}", server_log.describe());
+    print_run("native    ", &n);
+    let ratio = d.wrk.requests_per_sec / n.wrk.requests_per_sec;
+    println!("    dispatcher/native: {ratio:.2}x requests/s");
+
+    let mut rows = vec![
+        Row::new(
+            format!("GET /orders req/s, {CONNECTIONS} conns"),
+            with_errors(thousands(d.wrk.requests_per_sec), &d.wrk),
+            with_errors(thousands(n.wrk.requests_per_sec), &n.wrk),
+        )
+        .ratio(d.wrk.requests_per_sec, n.wrk.requests_per_sec)
+        .target("- (connect per request vs pool)", None),
+        Row::new(
+            format!("GET /orders p99 latency, {CONNECTIONS} conns"),
+            format!("{:.2} ms", ms(d.wrk.p99)),
+            format!("{:.2} ms", ms(n.wrk.p99)),
+        )
+        .ratio(ms(d.wrk.p99), ms(n.wrk.p99)),
+        Row::new(
+            "GET /orders server CPU/request",
+            format!("{:.1} µs", us(d.cpu_per_request)),
+            format!("{:.1} µs", us(n.cpu_per_request)),
+        )
+        .ratio(us(d.cpu_per_request), us(n.cpu_per_request)),
+    ];
+    if let (Some(dd), Some(nd)) = (d.db_cpu_per_request, n.db_cpu_per_request) {
+        rows.push(
+            Row::new(
+                "GET /orders MariaDB CPU/request",
+                format!("{:.1} µs", us(dd)),
+                format!("{:.1} µs", us(nd)),
+            )
+            .ratio(us(dd), us(nd)),
+        );
+    }
+    rows.extend(breakdown(&server_log)?);
+    Ok(rows)
+}
+
+/// The phases of one invocation, medians over the measured run, printed and as rows.
+fn breakdown(log: &LogSummary) -> anyhow::Result<Vec<Row>> {
+    let summary = |name: &str, samples: &[u64]| -> anyhow::Result<Summary> {
+        let samples: Vec<Duration> = samples.iter().map(|&u| Duration::from_micros(u)).collect();
+        Summary::of(&samples).with_context(|| {
+            format!("the dispatcher's log has no `{name}` figures for list_orders (is ORDERS_TIMINGS=1 reaching the guest?)")
+        })
+    };
+    let handler = summary("us=", &log.handler_us)?;
+    let start = summary("start_us", &log.start_us)?;
+    let connect = summary("connect_us", &log.connect_us)?;
+    let query = summary("query_us", &log.query_us)?;
+    let close = summary("close_us", &log.close_us)?;
+    let guest = start.median + connect.median + query.median + close.median;
+    let rest = handler.median.saturating_sub(guest);
+
+    println!(
+        "  one invocation of list_orders (medians of {} requests / {} guest timings; p99 beside):",
+        handler.count, connect.count
+    );
+    let total = us(handler.median);
+    let share = |d: Duration| 100.0 * us(d) / total;
+    let phases = [
+        ("guest start (main to handler)", Some(start)),
+        ("connect (TCP + handshake + auth)", Some(connect)),
+        ("query (SELECT *, 5 rows)", Some(query)),
+        ("close (COM_QUIT)", Some(close)),
+        ("instantiate + host + response", None),
+    ];
+    let mut rows = Vec::new();
+    for (name, s) in phases {
+        let median = s.map_or(rest, |s| s.median);
+        let p99 = s.map_or(String::from("(estimate: handler − guest phases)"), |s| {
+            format!("p99 {:>7.0} µs", us(s.p99))
+        });
+        println!(
+            "    {name:<34} {:>7.0} µs  {:>4.0}%   {p99}",
+            us(median),
+            share(median)
+        );
+        rows.push(Row::new(
+            format!("  list_orders: {name}"),
+            format!("{:.0} µs ({:.0}%)", us(median), share(median)),
+            "-".into(),
+        ));
+    }
+    println!(
+        "    {:<34} {:>7.0} µs  100%   p99 {:>7.0} µs",
+        "handler total (the log's us=)",
+        total,
+        us(handler.p99)
+    );
+    rows.insert(
+        0,
+        Row::new(
+            "  list_orders: handler total, median",
+            format!("{total:.0} µs"),
+            "-".into(),
+        ),
+    );
+    Ok(rows)
+}
+
+/// A warm server loaded for [`DURATION`], with its CPU time (and MariaDB's) read around it.
+fn measure(
+    server: &mut ChildGuard,
+    db_pid: Option<u32>,
+    url: &str,
+    script: &Path,
+) -> anyhow::Result<Measured> {
+    server.ensure_running()?;
+    let db_before = db_pid.and_then(|pid| cpu_time(pid).ok());
+    let before = cpu_time(server.id())?;
+    let report = wrk::run(url, CONNECTIONS, DURATION, script)?;
+    let after = cpu_time(server.id())?;
+    let db_after = db_pid.and_then(|pid| cpu_time(pid).ok());
+    server.ensure_running()?;
+    if report.requests == 0 {
+        anyhow::bail!("wrk completed no requests against {url}");
+    }
+    let per_request =
+        |cpu: Duration| Duration::from_nanos((cpu.as_nanos() / u128::from(report.requests)) as u64);
+    Ok(Measured {
+        cpu_per_request: per_request(after.saturating_sub(before)),
+        db_cpu_per_request: db_before
+            .zip(db_after)
+            .map(|(b, a)| per_request(a.saturating_sub(b))),
+        wrk: report,
+    })
+}
+
+fn print_run(name: &str, m: &Measured) {
+    let w = &m.wrk;
+    let db = m.db_cpu_per_request.map_or(String::new(), |d| {
+        format!("  MariaDB cpu {:.1} us/req", us(d))
+    });
+    println!(
+        "  {name} c={CONNECTIONS:<3} {:>7} req/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  cpu {:.1} us/req{db}  ({} requests)",
+        thousands(w.requests_per_sec),
+        ms(w.p50),
+        ms(w.p99),
+        ms(w.max),
+        us(m.cpu_per_request),
+        w.requests
+    );
+    if w.non_2xx > 0 {
+        println!("    WARNING: {} non-2xx responses", w.non_2xx);
+    }
+    if let Some(errors) = &w.socket_errors {
+        println!("    WARNING: socket errors: {errors}");
+    }
+    if w.max >= SPIKE {
+        println!(
+            "    WARNING: slowest response took {:.1} ms (≥ {} ms)",
+            ms(w.max),
+            SPIKE.as_millis()
+        );
+    }
+}
+
+/// A table cell that says when the figure includes failed responses.
+fn with_errors(cell: String, w: &WrkReport) -> String {
+    if w.non_2xx > 0 {
+        format!("{cell} ({} non-2xx!)", w.non_2xx)
+    } else {
+        cell
+    }
+}
+
+/// What the dispatcher logged over the measured run.
+#[derive(Debug, Default)]
+struct LogSummary {
+    statuses: BTreeMap<u16, u64>,
+    /// The request lines' `us=` (the whole handler, routing to response).
+    handler_us: Vec<u64>,
+    start_us: Vec<u64>,
+    connect_us: Vec<u64>,
+    query_us: Vec<u64>,
+    close_us: Vec<u64>,
+    slowest: Duration,
+    spikes: u64,
+    /// Lines at WARN or ERROR, and guest lines other than `timings`.
+    warnings: u64,
+    first_warning: Option<String>,
+}
+
+impl LogSummary {
+    fn describe(&self) -> String {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        let mut text = format!(
+            "statuses {{{}}}, slowest handler {:.2} ms, {} over {} ms, {} warnings/errors",
+            statuses.join(", "),
+            ms(self.slowest),
+            self.spikes,
+            SPIKE.as_millis(),
+            self.warnings
+        );
+        if let Some(w) = &self.first_warning {
+            text.push_str(&format!(" (first: {w})"));
+        }
+        text
+    }
+}
+
+/// Reads tracing's lines: `... INFO dispatcher::server: request function="list_orders" ...
+/// status=200 us=812` and `... INFO guest: timings start_us=.. connect_us=.. query_us=..
+/// close_us=.. function=list_orders`.
+fn parse_log(text: &str) -> LogSummary {
+    let mut s = LogSummary::default();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let level = words.get(1).copied().unwrap_or("");
+        let target = words.get(2).copied().unwrap_or("");
+        let is_timings = target == "guest:" && words.contains(&"timings");
+        if level == "WARN" || level == "ERROR" || (target == "guest:" && !is_timings) {
+            s.warnings += 1;
+            s.first_warning.get_or_insert_with(|| line.to_string());
+        }
+        let field = |name: &str| -> Option<u64> {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(name).and_then(|v| v.parse().ok()))
+        };
+        if is_timings {
+            let phases = (
+                field("start_us="),
+                field("connect_us="),
+                field("query_us="),
+                field("close_us="),
+            );
+            if let (Some(start), Some(connect), Some(query), Some(close)) = phases {
+                s.start_us.push(start);
+                s.connect_us.push(connect);
+                s.query_us.push(query);
+                s.close_us.push(close);
+            }
+        } else if words.contains(&"request") && line.contains("list_orders") {
+            if let Some(status) = field("status=") {
+                *s.statuses.entry(status as u16).or_default() += 1;
+            }
+            if let Some(micros) = field("us=") {
+                s.handler_us.push(micros);
+                let took = Duration::from_micros(micros);
+                s.slowest = s.slowest.max(took);
+                s.spikes += u64::from(took >= SPIKE);
+            }
+        }
+    }
+    s
+}
+
+/// Drops and creates database `name` on the bench's MariaDB (as root, over TCP).
+pub(super) fn recreate_database(name: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    rt.block_on(async {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(3306)
+            .user(Some("root"))
+            .prefer_socket(false);
+        let mut conn = mysql_async::Conn::new(opts).await.with_context(|| {
+            format!("cannot connect to MariaDB at {MARIADB} as root (run `make database`)")
+        })?;
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+            .await?;
+        conn.query_drop(format!("CREATE DATABASE `{name}`")).await?;
+        conn.disconnect().await?;
+        anyhow::Ok(())
+    })
+    .with_context(|| format!("cannot recreate database {name}"))
+}
+
+/// `target/wasm32-wasip1/<profile>/<name>.wasm`, beside the bench's own modules, absolute.
+pub(super) fn wasm(artifacts: &Artifacts, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = artifacts
+        .echo_wasm
+        .parent()
+        .context("echo.wasm has no parent folder")?;
+    let path = dir.join(format!("{name}.wasm"));
+    path.canonicalize().with_context(|| {
+        format!(
+            "{} is missing: build the functions first (`make functions` or `make bench`)",
+            path.display()
+        )
+    })
+}
+
+/// A native binary of this package, beside the dispatcher's.
+fn native_bin(artifacts: &Artifacts, name: &str) -> anyhow::Result<PathBuf> {
+    let dir = artifacts
+        .dispatcher
+        .parent()
+        .context("the dispatcher has no parent folder")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} is missing: run `cargo build --release -p bench --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// One HTTP function's manifest, with the bench's MariaDB allowed.
+fn write_manifest(
+    dir: &Path,
+    name: &str,
+    wasm: &Path,
+    path: &str,
+    method: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    // `{:?}` quotes a string as a TOML basic string would (escapes included).
+    let env: String = env.iter().map(|(k, v)| format!("{k} = {v:?}\n")).collect();
+    let manifest = format!(
+        "name = {name:?}\n\
+         wasm = {:?}\n\
+         \n\
+         [trigger.http]\n\
+         path = {path:?}\n\
+         methods = [{method:?}]\n\
+         \n\
+         [env]\n\
+         {env}\
+         \n\
+         [network]\n\
+         allow = [{MARIADB:?}]\n\
+         \n\
+         [limits]\n\
+         max_concurrency = 256\n",
+        wasm.to_string_lossy()
+    );
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, manifest).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// Sends one request and fails unless it answers 200 with `want`; returns the body.
+fn expect(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    want: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let (status, got) = request(addr, method, path, body)
+        .with_context(|| format!("{method} {path} on {addr} failed"))?;
+    if status != 200 || got != want {
+        anyhow::bail!(
+            "{method} {path} on {addr} answered {status} {:?}, expected 200 {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want)
+        );
+    }
+    Ok(got)
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`): status and body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    stream.write_all(&req)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .with_context(|| format!("not an HTTP response: {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let mut content = raw[head_end + 4..].to_vec();
+    if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        content = dechunk(&content).context("bad chunked body")?;
+    } else if let Some(len) = header("content-length").and_then(|l| l.parse().ok()) {
+        content.truncate(len);
+    }
+    Ok((status, content))
+}
+
+/// Decodes a whole `Transfer-Encoding: chunked` body.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+/// The pid of MariaDB's server (`mariadbd`, or `mysqld` on older installs), from /proc.
+fn mariadb_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            matches!(comm.trim(), "mariadbd" | "mysqld").then_some(pid)
+        })
+}
+
+pub(super) fn file_len(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len())
+}
+
+/// A log file's text from byte `offset` on.
+pub(super) fn read_from(path: &Path, offset: u64) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{value:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_give_timings_and_handler_times() {
+        let log = "\
+2026-01-01T00:00:00.000001Z  INFO guest: timings start_us=40 connect_us=300 query_us=120 close_us=30 function=list_orders
+2026-01-01T00:00:00.000002Z  INFO dispatcher::server: request function=list_orders method=GET path=\"/orders\" status=200 us=700
+2026-01-01T00:00:00.000003Z  INFO guest: database unavailable: refused function=list_orders
+2026-01-01T00:00:00.000004Z  INFO dispatcher::server: request function=list_orders method=GET path=\"/orders\" status=503 us=41000
+";
+        let s = parse_log(log);
+        assert_eq!(s.start_us, [40]);
+        assert_eq!(s.connect_us, [300]);
+        assert_eq!(s.query_us, [120]);
+        assert_eq!(s.close_us, [30]);
+        assert_eq!(s.handler_us, [700, 41000]);
+        assert_eq!(s.statuses.get(&503), Some(&1));
+        assert_eq!(s.spikes, 1);
+        assert_eq!(s.warnings, 1);
+        assert!(s.first_warning.unwrap().contains("unavailable"));
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n1;x=y\r\n!\r\n0\r\n\r\n").unwrap(),
+            b"hello!"
+        );
+        assert!(dechunk(b"5\r\nhel").is_none());
+    }
+
+    #[test]
+    fn the_orders_serialize_as_the_function_answers() {
+        let json = serde_json::to_string(&ORDERS[..1]).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"order_id":1,"product_id":12,"quantity":2,"amount":56.0,"shipping":15.0,"tax":2.0,"shipping_address":"Mataderos 2312"}]"#
+        );
+    }
+}
