@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, manifest, wasm, Dispatcher, Options};
+use common::{client, manifest, sql, wasm, Dispatcher, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -67,28 +67,6 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         sql(&format!("DROP DATABASE IF EXISTS {}", self.name));
     }
-}
-
-/// Runs SQL with the `mariadb` client as root over TCP and returns its output.
-fn sql(statements: &str) -> String {
-    let out = std::process::Command::new("mariadb")
-        .args([
-            "-h127.0.0.1",
-            "-P3306",
-            "-uroot",
-            "-N",
-            "-B",
-            "-e",
-            statements,
-        ])
-        .output()
-        .expect("the mariadb client (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{statements}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Manifests for every orders endpoint (plus `order_count`) against `db_url`, allowed to

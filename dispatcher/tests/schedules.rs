@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{manifest, wasm, Dispatcher, Options};
+use common::{manifest, sql, wasm, Dispatcher, Options};
 
 /// A platform database of the test's own.
 struct PlatformDb {
@@ -41,27 +41,6 @@ impl Drop for PlatformDb {
     fn drop(&mut self) {
         sql(&format!("DROP DATABASE IF EXISTS {}", self.name));
     }
-}
-
-fn sql(statements: &str) -> String {
-    let out = Command::new("mariadb")
-        .args([
-            "-h127.0.0.1",
-            "-P3306",
-            "-uroot",
-            "-N",
-            "-B",
-            "-e",
-            statements,
-        ])
-        .output()
-        .expect("the mariadb client (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{statements}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn job(dir: &Path, name: &str, schedule: &str, env: &str) {

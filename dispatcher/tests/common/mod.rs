@@ -164,3 +164,26 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Runs SQL with the `mariadb` client as root over TCP at 127.0.0.1:3306 and returns its
+/// output (tab-separated, no column names).
+pub fn sql(statements: &str) -> String {
+    let out = Command::new("mariadb")
+        .args([
+            "-h127.0.0.1",
+            "-P3306",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            statements,
+        ])
+        .output()
+        .expect("the mariadb client (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{statements}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
