@@ -76,6 +76,8 @@ struct Outcome {
     retries: usize,
     /// First attempts run by each replica.
     per_replica: Vec<usize>,
+    /// The latest start: its fire time and lateness in ms.
+    slowest: Option<(DateTime<Utc>, f64)>,
     warnings: usize,
     first_warning: Option<String>,
 }
@@ -208,6 +210,23 @@ fn print_outcome(config: &Config, o: &Outcome) {
     if o.missing > 0 {
         println!("    WARNING: {} fire time(s) never started", o.missing);
     }
+    if let Some((at, late)) = o.slowest {
+        let over: Vec<String> = o
+            .lateness_ms
+            .iter()
+            .filter(|&&v| v >= 20.0)
+            .map(|v| format!("{v:.0}"))
+            .collect();
+        println!(
+            "    slowest: the fire at {} ({late:.1} ms); starts ≥ 20 ms: {}",
+            at.format("%H:%M:%S"),
+            if over.is_empty() {
+                "none".into()
+            } else {
+                format!("{} ms", over.join(", "))
+            }
+        );
+    }
     if o.lateness_ms.first().is_some_and(|&v| v < 0.0) {
         println!("    WARNING: a fire started before its fire time");
     }
@@ -231,6 +250,7 @@ fn evaluate(logs: &[String], first: DateTime<Utc>, end: DateTime<Utc>) -> Outcom
     let mut lateness_ms = Vec::new();
     let mut retries = 0;
     let mut per_replica = Vec::new();
+    let mut slowest: Option<(DateTime<Utc>, f64)> = None;
     let mut warnings = 0;
     let mut first_warning = None;
     for log in logs {
@@ -254,8 +274,14 @@ fn evaluate(logs: &[String], first: DateTime<Utc>, end: DateTime<Utc>) -> Outcom
             }
             *starts += 1;
             firsts += 1;
-            let late = event.logged - event.at;
-            lateness_ms.push(late.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3);
+            let late = (event.logged - event.at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX) as f64
+                / 1e3;
+            if slowest.is_none_or(|(_, worst)| late > worst) {
+                slowest = Some((event.at, late));
+            }
+            lateness_ms.push(late);
         }
         per_replica.push(firsts);
     }
@@ -267,6 +293,7 @@ fn evaluate(logs: &[String], first: DateTime<Utc>, end: DateTime<Utc>) -> Outcom
         lateness_ms,
         retries,
         per_replica,
+        slowest,
         warnings,
         first_warning,
     }
@@ -354,5 +381,6 @@ mod tests {
         assert_eq!(o.missing, 1);
         assert_eq!(o.per_replica, [2, 1]);
         assert_eq!(o.lateness_ms, [2.0, 3.0, 4.0]);
+        assert_eq!(o.slowest, Some((t("2026-01-01T00:00:01Z"), 4.0)));
     }
 }
