@@ -324,16 +324,21 @@ impl Job {
                 log_err(store.extend_lease(id, wait + lease).await);
                 tokio::time::sleep(wait).await;
             }
-            log_err(store.start_attempt(id, &key, attempt, replica, lease).await);
             let started = Instant::now();
-            let outcome = invoke(
-                &self.function,
-                spec,
-                self.at,
-                attempt,
-                shared.config.max_output_bytes,
-            )
-            .await;
+            // The claim (or the takeover, or the lease extension before a retry) already
+            // covers this attempt, so the guest starts at once and its history row is written
+            // alongside, not before: a slow commit must not make the run late.
+            let (recorded, outcome) = tokio::join!(
+                store.start_attempt(id, &key, attempt, replica, lease),
+                invoke(
+                    &self.function,
+                    spec,
+                    self.at,
+                    attempt,
+                    shared.config.max_output_bytes,
+                )
+            );
+            log_err(recorded);
             let took = started.elapsed();
             let status = if outcome.is_ok() {
                 "succeeded"

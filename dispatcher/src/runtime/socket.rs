@@ -197,28 +197,6 @@ fn write_addr(
     m.write_u32(port_out, u32::from(addr.port()))
 }
 
-/// Copies guest iovecs out (for send).
-fn gather(m: &[u8], iovs: u32, count: u32) -> Result<Vec<u8>, Errno> {
-    let mut out = Vec::new();
-    for (ptr, len) in m.iovecs(iovs, count)? {
-        out.extend_from_slice(m.slice(ptr, len)?);
-    }
-    Ok(out)
-}
-
-/// Copies `data` into guest iovecs (for recv).
-fn scatter(m: &mut [u8], iovs: &[(u32, u32)], mut data: &[u8]) -> Result<(), Errno> {
-    for &(ptr, len) in iovs {
-        if data.is_empty() {
-            break;
-        }
-        let n = data.len().min(len as usize);
-        m.slice_mut(ptr, n as u32)?.copy_from_slice(&data[..n]);
-        data = &data[n..];
-    }
-    Ok(())
-}
-
 /// A future polled by hand with the socket borrowed from the host each time, so that the
 /// guest's memory and the host state are never borrowed across an await.
 fn poll_socket<'a, R>(
@@ -416,13 +394,16 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, Host>,
          (fd, iovs, count, flags, nread, roflags): (u32, u32, u32, u32, u32, u32)| {
             boxed(async move {
-                let iovs = with_mem(&mut c, |m, _| m.iovecs(iovs, count))?;
-                let want: usize = iovs.iter().map(|&(_, l)| l as usize).sum();
-                let peek = flags & 1 == 1;
-                let data = recv(&mut c, fd, want, peek).await?;
+                // One buffer per call: a short read is always allowed, and the guest crates
+                // pass a single iovec anyway.
+                let buf = with_mem(&mut c, |m, _| first_buffer(m, iovs, count))?;
+                let n = match buf {
+                    None => 0,
+                    Some((ptr, len)) if flags & 1 == 1 => peek(&mut c, fd, ptr, len).await?,
+                    Some((ptr, len)) => transfer(&mut c, fd, ptr, len, Direction::Read).await?,
+                };
                 with_mem(&mut c, |m, _| {
-                    scatter(m, &iovs, &data)?;
-                    m.write_u32(nread, data.len() as u32)?;
+                    m.write_u32(nread, n as u32)?;
                     // roflags is a u16 in a guest-zeroed 4-byte slot.
                     m.slice_mut(roflags, 2)?.fill(0);
                     Ok(())
@@ -437,8 +418,10 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, Host>,
          (fd, iovs, count, _flags, nwritten): (u32, u32, u32, u32, u32)| {
             boxed(async move {
-                let data = with_mem(&mut c, |m, _| gather(m, iovs, count))?;
-                let n = send(&mut c, fd, &data).await?;
+                let n = match with_mem(&mut c, |m, _| first_buffer(m, iovs, count))? {
+                    None => 0,
+                    Some((ptr, len)) => transfer(&mut c, fd, ptr, len, Direction::Write).await?,
+                };
                 with_mem(&mut c, |m, _| m.write_u32(nwritten, n as u32))
             })
         },
@@ -697,89 +680,101 @@ async fn connect(c: &mut Caller<'_, Host>, fd: u32, addr_ptr: u32, port: u32) ->
     }
 }
 
-/// Reads up to `want` bytes; waits (unless non-blocking) until something arrives.
-async fn recv(
-    c: &mut Caller<'_, Host>,
-    fd: u32,
-    want: usize,
-    peek: bool,
-) -> Result<Vec<u8>, Errno> {
-    let (nonblocking, limit) = {
-        let s = socket_mut(c.data_mut(), fd)?;
-        (s.nonblocking, s.recv_timeout)
-    };
-    let mut buf = vec![0u8; want.min(1 << 20)];
-    let fut = poll_socket(c.data_mut(), fd, |s, cx| {
-        let SockState::Connected(stream) = &mut s.state else {
-            return Poll::Ready(Err(match s.state {
-                SockState::Failed(e) => e,
-                SockState::Udp => sockerr::NOTSUP,
-                _ => sockerr::NOTCONN,
-            }));
-        };
-        loop {
-            let r = if peek {
-                match stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut buf)) {
-                    Poll::Ready(r) => r,
-                    Poll::Pending if nonblocking => return Poll::Ready(Err(errno::AGAIN)),
-                    Poll::Pending => return Poll::Pending,
-                }
-            } else {
-                stream.try_read(&mut buf)
-            };
-            match r {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if nonblocking {
-                        return Poll::Ready(Err(errno::AGAIN));
-                    }
-                    match stream.poll_read_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(io_errno(&e))),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(io_errno(&e))),
-            }
-        }
-    });
-    let n = within(if nonblocking { None } else { limit }, fut).await?;
-    buf.truncate(n);
-    Ok(buf)
+/// Which way [`transfer`] moves data.
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
 }
 
-/// Writes as much of `data` as the socket takes; waits (unless non-blocking) for room.
-async fn send(c: &mut Caller<'_, Host>, fd: u32, data: &[u8]) -> Result<usize, Errno> {
+/// The first non-empty `(ptr, len)` of a guest iovec array.
+fn first_buffer(m: &[u8], iovs: u32, count: u32) -> Result<Option<(u32, u32)>, Errno> {
+    Ok(m.iovecs(iovs, count)?.into_iter().find(|&(_, len)| len > 0))
+}
+
+/// The stream of a connected socket, or the errno its state calls for.
+fn connected(s: &Socket) -> Result<&TcpStream, Errno> {
+    match &s.state {
+        SockState::Connected(stream) => Ok(stream),
+        SockState::Failed(e) => Err(*e),
+        SockState::Udp => Err(sockerr::NOTSUP),
+        _ => Err(sockerr::NOTCONN),
+    }
+}
+
+/// Moves bytes between a connected socket and the guest buffer `(ptr, len)`, with no copy in
+/// between: one non-blocking attempt, and in blocking mode a wait for readiness (bounded by
+/// SO_RCVTIMEO / SO_SNDTIMEO) before each further attempt.
+async fn transfer(
+    c: &mut Caller<'_, Host>,
+    fd: u32,
+    ptr: u32,
+    len: u32,
+    dir: Direction,
+) -> Result<usize, Errno> {
     let (nonblocking, limit) = {
         let s = socket_mut(c.data_mut(), fd)?;
-        (s.nonblocking, s.send_timeout)
-    };
-    let fut = poll_socket(c.data_mut(), fd, |s, cx| {
-        let SockState::Connected(stream) = &mut s.state else {
-            return Poll::Ready(Err(match s.state {
-                SockState::Failed(e) => e,
-                SockState::Udp => sockerr::NOTSUP,
-                _ => sockerr::NOTCONN,
-            }));
+        let limit = match dir {
+            Direction::Read => s.recv_timeout,
+            Direction::Write => s.send_timeout,
         };
+        (s.nonblocking, limit)
+    };
+    let attempt = |c: &mut Caller<'_, Host>| {
+        with_mem(c, |m, h| {
+            let stream = connected(socket_mut(h, fd)?)?;
+            match dir {
+                Direction::Read => stream.try_read(m.slice_mut(ptr, len)?),
+                Direction::Write => stream.try_write(m.slice(ptr, len)?),
+            }
+            .map_err(|e| io_errno(&e))
+        })
+    };
+    let work = async {
         loop {
-            match stream.try_write(data) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if nonblocking {
-                        return Poll::Ready(Err(errno::AGAIN));
-                    }
-                    match stream.poll_write_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(io_errno(&e))),
-                        Poll::Pending => return Poll::Pending,
-                    }
+            match attempt(c) {
+                Err(errno::AGAIN) if !nonblocking => {
+                    poll_socket(c.data_mut(), fd, |s, cx| {
+                        let stream = match connected(s) {
+                            Ok(stream) => stream,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        };
+                        let ready = match dir {
+                            Direction::Read => stream.poll_read_ready(cx),
+                            Direction::Write => stream.poll_write_ready(cx),
+                        };
+                        ready.map(|r| r.map_err(|e| io_errno(&e)))
+                    })
+                    .await?;
                 }
-                Err(e) => return Poll::Ready(Err(io_errno(&e))),
+                done => return done,
             }
         }
-    });
-    within(if nonblocking { None } else { limit }, fut).await
+    };
+    within(if nonblocking { None } else { limit }, work).await
+}
+
+/// `MSG_PEEK`: copies what is waiting into the guest buffer without consuming it.
+async fn peek(c: &mut Caller<'_, Host>, fd: u32, ptr: u32, len: u32) -> Result<usize, Errno> {
+    let nonblocking = socket_mut(c.data_mut(), fd)?.nonblocking;
+    let mut buf = vec![0u8; len.min(1 << 16) as usize];
+    let n = poll_socket(c.data_mut(), fd, |s, cx| {
+        let stream = match connected(s) {
+            Ok(stream) => stream,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        match stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut buf)) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(|e| io_errno(&e))),
+            Poll::Pending if nonblocking => Poll::Ready(Err(errno::AGAIN)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await?;
+    with_mem(c, |m, _| {
+        m.slice_mut(ptr, n as u32)
+            .map(|dst| dst.copy_from_slice(&buf[..n]))
+    })?;
+    Ok(n)
 }
 
 /// Size of a WasmEdge `WasiAddrinfo` record.
@@ -883,13 +878,5 @@ mod tests {
         assert_eq!(&m[32..36], &[10, 1, 2, 3]);
         assert_eq!(m.read_u32(8), Ok(1));
         assert_eq!(m.read_u32(12), Ok(3306));
-    }
-
-    #[test]
-    fn scatter_fills_iovecs_in_order() {
-        let mut m = vec![0u8; 32];
-        scatter(&mut m, &[(0, 2), (10, 4)], b"abcdef").unwrap();
-        assert_eq!(&m[0..2], b"ab");
-        assert_eq!(&m[10..14], b"cdef");
     }
 }
