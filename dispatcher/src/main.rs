@@ -182,7 +182,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             tokio::spawn(async move {
                 shutdown_signal().await;
-                let _ = stop_tx.send(true);
+                // Every receiver may be gone already (the server stopped by itself).
+                stop_tx.send_replace(true);
             });
             let state = Arc::new(AppState { registry, config });
             // The one line scripts and tests wait for.
@@ -190,7 +191,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdout().flush().context("stdout")?;
             let mut stop = stop_rx;
             server::serve(listener, state, async move {
-                let _ = stop.wait_for(|s| *s).await;
+                if stop.wait_for(|s| *s).await.is_err() {
+                    tracing::warn!("the shutdown signal task ended; stopping");
+                }
             })
             .await?;
             scheduler.await.context("the scheduler task failed")?;

@@ -52,7 +52,10 @@ pub fn replica_name() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     let mut r = [0u8; 3];
-    let _ = getrandom::fill(&mut r);
+    if getrandom::fill(&mut r).is_err() {
+        // The host and pid still tell replicas apart; the suffix only guards against pid reuse.
+        tracing::debug!("no randomness for the replica name's suffix");
+    }
     format!(
         "{host}-{}-{:02x}{:02x}{:02x}",
         std::process::id(),
@@ -153,12 +156,15 @@ async fn schedule_loop(
             match shared.store.exists(&key).await {
                 Ok(false) => {
                     tracing::info!(function = %function.name, schedule = %spec.name, fire_time = %missed, "catching up a missed fire");
-                    let _ = tx.send(Job {
+                    let job = Job {
                         function: function.clone(),
                         schedule: index,
                         at: missed,
                         taken: None,
-                    });
+                    };
+                    if tx.send(job).is_err() {
+                        return; // shutting down
+                    }
                 }
                 Ok(true) => {}
                 Err(e) => {
@@ -233,12 +239,15 @@ async fn reap_loop(
                         continue;
                     };
                     tracing::info!(function = %a.key.function, schedule = %a.key.schedule, fire_time = %a.key.at, attempt = a.attempt, "taking over a run whose replica stopped");
-                    let _ = tx.send(Job {
+                    let job = Job {
                         function: function.clone(),
                         schedule: index,
                         at: a.key.at,
                         taken: Some((a.id, a.attempt)),
-                    });
+                    };
+                    if tx.send(job).is_err() {
+                        return; // shutting down; the lease expires again for another replica
+                    }
                 }
             }
             Err(e) => tracing::warn!("looking for abandoned runs failed: {e:#}"),
