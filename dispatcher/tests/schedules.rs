@@ -369,3 +369,77 @@ fn without_a_database_a_lone_replica_runs_schedules_from_memory() {
     let ev = events(&d);
     assert!(!ev.is_empty());
 }
+
+#[test]
+fn overlap_skip_records_skipped_fires_and_catch_up_runs_the_latest_missed_fire() {
+    let db = PlatformDb::create("skip");
+    let dir = tempfile::tempdir().unwrap();
+    // Runs take 2.5 s but fire every second: with overlap = "skip" (the default) the fires
+    // that come while one runs are skipped, so runs never overlap.
+    job(
+        dir.path(),
+        "long",
+        "[[trigger.schedule]]\nname = \"busy\"\ncron = \"* * * * * *\"",
+        "PROBE_SLEEP_MS = \"2500\"",
+    );
+    let d = Dispatcher::start_with(dir.path(), db.opts());
+    std::thread::sleep(Duration::from_secs(6));
+    drop(d);
+    let rows = sql(&format!(
+        "SELECT status, COUNT(*) FROM {}.dispatcher_schedule_fires GROUP BY status ORDER BY status",
+        db.name
+    ));
+    let counts: BTreeMap<&str, u64> = rows
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(s, n)| (s, n.trim().parse().unwrap()))
+        .collect();
+    assert!(counts.get("skipped").copied().unwrap_or(0) >= 2, "{rows}");
+    let ran =
+        counts.get("succeeded").copied().unwrap_or(0) + counts.get("running").copied().unwrap_or(0);
+    assert!(
+        (1..=3).contains(&ran),
+        "runs overlapped or none ran: {rows}"
+    );
+
+    // catch_up = "latest": the last fire time before start-up (every 10 s) runs at once, once.
+    let dir = tempfile::tempdir().unwrap();
+    job(
+        dir.path(),
+        "catcher",
+        "[[trigger.schedule]]\nname = \"tens\"\ncron = \"*/10 * * * * *\"\ncatch_up = \"latest\"",
+        "",
+    );
+    let before = Utc::now();
+    let missed = before
+        - chrono::TimeDelta::seconds(before.timestamp() % 10)
+        - chrono::TimeDelta::nanoseconds(before.timestamp_subsec_nanos() as i64);
+    let d = Dispatcher::start_with(dir.path(), db.opts());
+    let want = missed.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !events(&d).iter().any(|(at, _)| *at == want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (If start-up straddled a fire time, the one it caught up is that later one.)
+    let caught: Vec<_> = events(&d)
+        .into_iter()
+        .filter(|(at, _)| parse_at(at) <= Utc::now())
+        .collect();
+    assert!(
+        !caught.is_empty(),
+        "nothing was caught up: {}",
+        d.log_text()
+    );
+    assert!(
+        d.log_text().contains("catching up a missed fire"),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+    // A restart does not run the same fire again.
+    let d = Dispatcher::start_with(dir.path(), db.opts());
+    std::thread::sleep(Duration::from_millis(800));
+    let first = &caught[0].0;
+    let again = events(&d).iter().filter(|(at, _)| at == first).count();
+    assert_eq!(again, 0, "{first} ran again after a restart");
+}
