@@ -22,6 +22,28 @@ pub struct WrkReport {
     pub socket_errors: Option<String>,
 }
 
+/// A response this slow is flagged: it is the 40 ms delayed-ACK stall the design warns about.
+pub const SPIKE: Duration = Duration::from_millis(40);
+
+impl WrkReport {
+    /// Prints a warning line for non-2xx responses, socket errors and responses over [`SPIKE`].
+    pub fn print_warnings(&self) {
+        if self.non_2xx > 0 {
+            println!("    WARNING: {} non-2xx responses", self.non_2xx);
+        }
+        if let Some(errors) = &self.socket_errors {
+            println!("    WARNING: socket errors: {errors}");
+        }
+        if self.max >= SPIKE {
+            println!(
+                "    WARNING: slowest response took {:.1} ms (≥ {} ms)",
+                self.max.as_secs_f64() * 1e3,
+                SPIKE.as_millis()
+            );
+        }
+    }
+}
+
 /// Fails with a hint if `wrk` cannot be run.
 pub fn check_installed() -> anyhow::Result<()> {
     match Command::new("wrk").arg("--version").output() {

@@ -6,10 +6,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{manifest, sql, wasm, Dispatcher, Options};
+use common::{manifest, sql, wait_until, wasm, Dispatcher, Options};
 
 /// A platform database of the test's own.
 struct PlatformDb {
@@ -176,13 +176,9 @@ fn failures_are_retried_and_every_attempt_is_in_the_history() {
         "PROBE_FAIL_UNTIL_ATTEMPT = \"99\"",
     );
     let d = Dispatcher::start_with(dir.path(), db.opts());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if events(&d).iter().any(|(_, a)| *a == 3) && d.log_text().contains("status=succeeded") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(15), || {
+        events(&d).iter().any(|(_, a)| *a == 3) && d.log_text().contains("status=succeeded")
+    });
     std::thread::sleep(Duration::from_millis(500));
     drop(d);
 
@@ -259,36 +255,21 @@ fn a_run_cut_off_by_sigkill_is_retried_by_the_other_replica() {
     let a = Dispatcher::start_with(dir.path(), db.opts());
     // Wait until replica a has started a run, then start b (it claims only later fires) and
     // kill a in the middle of that run.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let at = loop {
-        if let Some((at, _)) = events(&a).first() {
-            break at.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica a never fired: {}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    assert!(
+        wait_until(Duration::from_secs(15), || !events(&a).is_empty()),
+        "replica a never fired: {}",
+        a.log_text()
+    );
+    let at = events(&a)[0].0.clone();
     let b = Dispatcher::start_with(dir.path(), db.opts());
     kill9(&a);
     // Lease = timeout (4 s) + 2 s; b looks every second.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if events(&b)
+    let retried = wait_until(Duration::from_secs(15), || {
+        events(&b)
             .iter()
             .any(|(t, attempt)| *t == at && *attempt == 2)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "b did not retry {at}:\n{}",
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
+    assert!(retried, "b did not retry {at}:\n{}", b.log_text());
     assert!(b.wait_for_log(
         "taking over a run whose replica stopped",
         Duration::from_secs(1)
@@ -297,11 +278,11 @@ fn a_run_cut_off_by_sigkill_is_retried_by_the_other_replica() {
         b.log_text()
             .contains(&format!("schedule-done at={at} attempt=2"))
     };
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while !done(&b) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(done(&b), "{}", b.log_text());
+    assert!(
+        wait_until(Duration::from_secs(6), || done(&b)),
+        "{}",
+        b.log_text()
+    );
     std::thread::sleep(Duration::from_millis(500));
     let status = sql(&format!(
         "SELECT status, attempt FROM {}.dispatcher_schedule_fires WHERE fire_time = '{}'",
@@ -416,10 +397,9 @@ fn overlap_skip_records_skipped_fires_and_catch_up_runs_the_latest_missed_fire()
         - chrono::TimeDelta::nanoseconds(before.timestamp_subsec_nanos() as i64);
     let d = Dispatcher::start_with(dir.path(), db.opts());
     let want = missed.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !events(&d).iter().any(|(at, _)| *at == want) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(Duration::from_secs(3), || {
+        events(&d).iter().any(|(at, _)| *at == want)
+    });
     // (If start-up straddled a fire time, the one it caught up is that later one.)
     let caught: Vec<_> = events(&d)
         .into_iter()

@@ -21,7 +21,7 @@ use crate::process::{cpu_time, ChildGuard};
 use crate::report::Row;
 use crate::servers;
 use crate::stats::{ms, us, Summary};
-use crate::wrk::{self, WrkReport};
+use crate::wrk::{self, WrkReport, SPIKE};
 
 pub const SECTION: Section = Section {
     name: "orders",
@@ -35,8 +35,6 @@ const DATABASE: &str = "bench_orders";
 const CONNECTIONS: u32 = 16;
 const WARMUP: Duration = Duration::from_secs(1);
 const DURATION: Duration = Duration::from_secs(5);
-/// A response this slow is worth a warning.
-const SPIKE: Duration = Duration::from_millis(40);
 /// For the single requests that set up and check the servers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The readiness line of `native_orders`.
@@ -339,19 +337,7 @@ fn print_run(name: &str, m: &Measured) {
         us(m.cpu_per_request),
         w.requests
     );
-    if w.non_2xx > 0 {
-        println!("    WARNING: {} non-2xx responses", w.non_2xx);
-    }
-    if let Some(errors) = &w.socket_errors {
-        println!("    WARNING: socket errors: {errors}");
-    }
-    if w.max >= SPIKE {
-        println!(
-            "    WARNING: slowest response took {:.1} ms (≥ {} ms)",
-            ms(w.max),
-            SPIKE.as_millis()
-        );
-    }
+    w.print_warnings();
 }
 
 /// A table cell that says when the figure includes failed responses.

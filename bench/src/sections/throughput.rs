@@ -16,7 +16,7 @@ use crate::process::{cpu_time, ChildGuard};
 use crate::report::Row;
 use crate::servers::{self, ECHO_PATH};
 use crate::stats::{ms, us};
-use crate::wrk::{self, WrkReport};
+use crate::wrk::{self, WrkReport, SPIKE};
 
 pub const SECTION: Section = Section {
     name: "throughput",
@@ -32,9 +32,6 @@ const BODY_LEN: usize = 64;
 const TARGET_RATIO: f64 = 0.5;
 /// Target: server CPU per request (DESIGN.md: Spin 230-310 us, native hyper 8-9 us).
 const TARGET_CPU_US: f64 = 30.0;
-/// A response this slow smells of Nagle / delayed ACK.
-const SPIKE: Duration = Duration::from_millis(40);
-
 /// One load test of one server.
 struct Measured {
     wrk: WrkReport,
@@ -174,19 +171,7 @@ fn print_run(name: &str, connections: u32, m: &Measured) {
         us(m.cpu_per_request),
         w.requests
     );
-    if w.non_2xx > 0 {
-        println!("    WARNING: {} non-2xx responses", w.non_2xx);
-    }
-    if let Some(errors) = &w.socket_errors {
-        println!("    WARNING: socket errors: {errors}");
-    }
-    if w.max >= SPIKE {
-        println!(
-            "    WARNING: slowest response took {:.1} ms (≥ {} ms)",
-            ms(w.max),
-            SPIKE.as_millis()
-        );
-    }
+    w.print_warnings();
 }
 
 fn file_len(path: &Path) -> anyhow::Result<u64> {
