@@ -30,6 +30,40 @@ pub fn param_var(name: &str) -> String {
     format!("ROUTE_PARAM_{}", name.to_ascii_uppercase())
 }
 
+/// The variables of an event that is not an HTTP request (a schedule's fire, an admin
+/// `invoke`): a POST with `TRIGGER` naming the trigger, `extra` after it, then the manifest's
+/// `[env]`, which wins.
+pub fn event_env(
+    trigger: &str,
+    extra: Vec<(String, String)>,
+    body_len: usize,
+    content_type: &str,
+    manifest_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        ("REQUEST_METHOD".into(), "POST".into()),
+        ("TRIGGER".into(), trigger.into()),
+    ];
+    env.extend(extra);
+    env.extend([
+        ("CONTENT_LENGTH".into(), body_len.to_string()),
+        ("CONTENT_TYPE".into(), content_type.into()),
+        ("QUERY_STRING".into(), String::new()),
+        ("SCRIPT_NAME".into(), String::new()),
+        ("PATH_INFO".into(), String::new()),
+    ]);
+    for (k, v) in manifest_env {
+        env.retain(|(existing, _)| existing != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
 /// The CGI variables for a request, followed by `manifest_env` (which wins over request
 /// variables of the same name, so a client can never override the operator's settings).
 pub fn request_env(

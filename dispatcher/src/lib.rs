@@ -4,7 +4,11 @@
 //! compiled functions and routes) -> [`server`] (HTTP trigger) -> [`runtime`] (a fresh
 //! instance per event), with [`cgi`] as the contract between the trigger and the function.
 
+pub mod admin;
+pub mod catalog;
 pub mod cgi;
+pub mod client;
+pub mod deploy;
 pub mod manifest;
 pub mod network;
 pub mod registry;
@@ -14,3 +18,4 @@ pub mod schedule;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod watch;

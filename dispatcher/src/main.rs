@@ -3,14 +3,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use dispatcher::manifest;
-use dispatcher::registry::Registry;
+use dispatcher::admin::AdminToken;
+use dispatcher::client::{print_details, print_list, print_reports, Client};
+use dispatcher::deploy::{DeployError, Platform};
+use dispatcher::manifest::{self, FunctionSpec};
 use dispatcher::runtime::{Runtime, RuntimeConfig};
 use dispatcher::scheduler::{self, SchedulerConfig};
 use dispatcher::server::{self, AppState, ServerConfig};
@@ -28,10 +30,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the manifests, compile their modules, and serve HTTP until SIGINT or SIGTERM.
+    /// Serve HTTP and schedules until SIGINT or SIGTERM: what the platform database holds,
+    /// plus the manifests folder (deployed at start-up; unchanged files are no-ops).
     Serve {
+        /// Folder of manifests to deploy at start-up, one `*.toml` per function.
+        #[arg(long, env = "DISPATCHER_MANIFESTS")]
+        manifests: Option<PathBuf>,
+        /// Redeploy a manifest, or the `.wasm` it names, when it changes on disk.
+        #[arg(long, requires = "manifests")]
+        watch: bool,
         #[command(flatten)]
-        load: LoadArgs,
+        engine: EngineArgs,
+        /// Largest deploy (manifest and module) the admin API accepts, in bytes.
+        #[arg(long, env = "DISPATCHER_MAX_DEPLOY", default_value_t = 256 << 20)]
+        max_deploy: usize,
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, env = "DISPATCHER_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -43,8 +55,54 @@ enum Command {
     },
     /// Validate the manifests and compile their modules, then exit: 0 if all are good.
     Check {
+        /// Folder of manifests.
+        #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
+        manifests: PathBuf,
         #[command(flatten)]
-        load: LoadArgs,
+        engine: EngineArgs,
+    },
+    /// Deploy manifests (each with the `.wasm` it names) to a running platform.
+    Deploy {
+        /// Manifest files.
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the deployed functions.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one function and its versions.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a function: its route answers 404 once requests in flight finish.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make the previous version (or --to VERSION) current again.
+    Rollback {
+        name: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a function once and print its response body.
+    Invoke {
+        name: String,
+        /// The body on the function's stdin: text, or @FILE, or @- for stdin.
+        #[arg(long, short)]
+        data: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// List each schedule with its next 5 fire times, in its time zone.
     Schedules {
@@ -85,10 +143,35 @@ impl DbArgs {
 }
 
 #[derive(clap::Args)]
-struct LoadArgs {
-    /// Folder of manifests, one `*.toml` per function.
-    #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
-    manifests: PathBuf,
+struct ClientArgs {
+    /// The platform's URL.
+    #[arg(long, env = "DISPATCHER_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// The admin token.
+    #[arg(long, env = "DISPATCHER_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.server, self.token.clone())
+    }
+
+    fn print(&self, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value)) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value)?);
+        } else {
+            human(value);
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+struct EngineArgs {
     /// Folder for compiled modules, so a restart does not compile again.
     #[arg(
         long,
@@ -138,41 +221,43 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
-            load,
+            manifests,
+            watch,
+            engine,
+            max_deploy,
             listen,
             max_body,
             db,
         } => {
-            let registry = load_registry(&load)?;
+            let runtime = engine.runtime()?;
+            let store = open_store(&db).await?;
+            let platform = Platform::start(runtime.clone(), store.clone()).await?;
+            if let Some(dir) = &manifests {
+                deploy_folder(&platform, &runtime, dir).await?;
+            }
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let addr = listener.local_addr()?;
-            let routes: Vec<String> = registry
-                .routes
-                .iter()
-                .map(|(p, m, f)| match m {
-                    Some(ms) => format!(
-                        "{} {p} -> {}",
-                        ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
-                        f.name
-                    ),
-                    None => format!("* {p} -> {}", f.name),
-                })
-                .collect();
-            for r in &routes {
+            for r in platform.live().load().route_lines() {
                 tracing::info!("route {r}");
             }
-            let registry = Arc::new(registry);
-            let store = open_store(&db, &registry).await?;
+            let admin = match std::env::var("DISPATCHER_ADMIN_TOKEN") {
+                Ok(t) if !t.is_empty() => Some(AdminToken::new(&t)),
+                _ => {
+                    tracing::info!("the admin API is off: set DISPATCHER_ADMIN_TOKEN to deploy to this platform");
+                    None
+                }
+            };
             let config = ServerConfig {
                 max_body_bytes: max_body,
+                max_deploy_bytes: max_deploy,
                 ..ServerConfig::default()
             };
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let scheduler = tokio::spawn(scheduler::run(
-                registry.clone(),
-                store,
+                platform.live().clone(),
+                store.clone(),
                 SchedulerConfig {
                     replica: scheduler::replica_name(),
                     max_output_bytes: config.max_output_bytes,
@@ -180,12 +265,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 stop_rx.clone(),
             ));
+            if matches!(*store, Store::Db(_)) {
+                tokio::spawn(platform.clone().sync_loop(stop_rx.clone()));
+            }
+            if let (true, Some(dir)) = (watch, manifests) {
+                tokio::spawn(dispatcher::watch::run(platform.clone(), dir, stop_rx.clone()));
+            }
             tokio::spawn(async move {
                 shutdown_signal().await;
                 // Every receiver may be gone already (the server stopped by itself).
                 stop_tx.send_replace(true);
             });
-            let state = Arc::new(AppState { registry, config });
+            let state = Arc::new(AppState {
+                platform,
+                config,
+                admin,
+            });
             // The one line scripts and tests wait for.
             println!("dispatcher listening on http://{addr}");
             std::io::stdout().flush().context("stdout")?;
@@ -199,9 +294,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             scheduler.await.context("the scheduler task failed")?;
             Ok(())
         }
-        Command::Check { load } => {
-            let registry = load_registry(&load)?;
-            println!("{} function(s) OK", registry.functions.len());
+        Command::Check { manifests, engine } => {
+            let runtime = engine.runtime()?;
+            let platform = Platform::start(runtime.clone(), Arc::new(Store::memory())).await?;
+            deploy_folder(&platform, &runtime, &manifests).await?;
+            println!("{} function(s) OK", platform.live().load().functions.len());
+            Ok(())
+        }
+        Command::Deploy { manifests, client } => {
+            let c = client.client()?;
+            let mut reports = Vec::new();
+            for m in &manifests {
+                reports.push(c.deploy(m).await?);
+            }
+            client.print(&serde_json::Value::Array(reports), |v| {
+                print_reports(v.as_array().map(Vec::as_slice).unwrap_or_default())
+            })
+        }
+        Command::List { client } => {
+            let v = client.client()?.list().await?;
+            client.print(&v, print_list)
+        }
+        Command::Show { name, client } => {
+            let v = client.client()?.show(&name).await?;
+            client.print(&v, print_details)
+        }
+        Command::Remove { name, client } => {
+            let v = client.client()?.remove(&name).await?;
+            client.print(&v, |v| print_reports(std::slice::from_ref(v)))
+        }
+        Command::Rollback { name, to, client } => {
+            let v = client.client()?.rollback(&name, to).await?;
+            client.print(&v, |v| print_reports(std::slice::from_ref(v)))
+        }
+        Command::Invoke { name, data, client } => {
+            let body = match data.as_deref() {
+                None => Vec::new(),
+                Some("@-") => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                        .context("reading the body from stdin")?;
+                    buf
+                }
+                Some(d) => match d.strip_prefix('@') {
+                    Some(file) => std::fs::read(file)
+                        .with_context(|| format!("cannot read --data file {file}"))?,
+                    None => d.as_bytes().to_vec(),
+                },
+            };
+            let out = client.client()?.invoke(&name, body).await?;
+            let mut stdout = std::io::stdout();
+            stdout.write_all(&out)?;
+            stdout.flush()?;
             Ok(())
         }
         Command::Schedules { manifests } => {
@@ -271,38 +415,64 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn load_registry(load: &LoadArgs) -> anyhow::Result<Registry> {
-    let (specs, mut errors) = manifest::load_dir(&load.manifests, &|k| std::env::var(k).ok());
-    let runtime = Runtime::new(&RuntimeConfig {
-        cache_dir: (!load.no_cache).then(|| load.cache_dir.clone()),
-        max_instances: load.max_instances,
-        ..RuntimeConfig::default()
-    })?;
-    let (registry, build_errors) = Registry::build(&runtime, specs);
-    errors.extend(build_errors);
-    if errors.is_empty() {
-        Ok(registry)
-    } else {
-        Err(manifest::ManifestErrors(errors).into())
+impl EngineArgs {
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        Runtime::new(&RuntimeConfig {
+            cache_dir: (!self.no_cache).then(|| self.cache_dir.clone()),
+            max_instances: self.max_instances,
+            ..RuntimeConfig::default()
+        })
     }
 }
 
-/// The platform database if one is configured, else memory; connected only when some
-/// function has a schedule.
-async fn open_store(db: &DbArgs, registry: &Registry) -> anyhow::Result<Arc<Store>> {
-    let scheduled = registry
-        .functions
-        .values()
-        .any(|f| !f.spec.schedules.is_empty());
-    if !scheduled {
-        return Ok(Arc::new(Store::memory()));
+/// Deploys every manifest of a folder as one change, or reports every problem and changes
+/// nothing.
+async fn deploy_folder(platform: &Platform, runtime: &Runtime, dir: &Path) -> anyhow::Result<()> {
+    let (specs, mut errors) = manifest::load_dir(dir, &|k| std::env::var(k).ok());
+    let with_source = |specs: Vec<FunctionSpec>| {
+        specs
+            .into_iter()
+            .map(|s| {
+                let source = s.manifest_path.display().to_string();
+                (s, source)
+            })
+            .collect::<Vec<_>>()
+    };
+    if !errors.is_empty() {
+        // Report the valid manifests' own problems too (modules, routes), without deploying.
+        let scratch = Platform::start(runtime.clone(), Arc::new(Store::memory())).await?;
+        if let Err(e) = scratch.deploy_specs(with_source(specs), "check").await {
+            errors.extend(refused(e)?.0);
+        }
+        return Err(manifest::ManifestErrors(errors).into());
     }
+    match platform.deploy_specs(with_source(specs), "manifests").await {
+        Ok(reports) => {
+            for r in reports.iter().filter(|r| r.action == "unchanged") {
+                tracing::info!(function = %r.name, version = r.version, "unchanged");
+            }
+            Ok(())
+        }
+        Err(e) => Err(refused(e)?.into()),
+    }
+}
+
+/// The manifest errors of a refused deploy; other failures pass through.
+fn refused(e: DeployError) -> anyhow::Result<manifest::ManifestErrors> {
+    match e {
+        DeployError::Invalid(errors) | DeployError::Conflict { errors, .. } => Ok(errors),
+        other => Err(other.into()),
+    }
+}
+
+/// The platform database if one is configured, else memory.
+async fn open_store(db: &DbArgs) -> anyhow::Result<Arc<Store>> {
     match db.url() {
         Some(url) => Ok(Arc::new(
             Store::connect(&url).await.context("DISPATCHER_DB")?,
         )),
         None => {
-            tracing::warn!("no DISPATCHER_DB or DATABASE_URL: schedules run from memory, so several replicas would each run every fire");
+            tracing::warn!("no DISPATCHER_DB or DATABASE_URL: deploys and schedules live in memory, so they end with this process and replicas would each run every fire");
             Ok(Arc::new(Store::memory()))
         }
     }

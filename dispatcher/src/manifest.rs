@@ -117,6 +117,9 @@ pub struct FunctionSpec {
     pub wasm_path: PathBuf,
     /// The module's bytes, read once at load time.
     pub wasm: Vec<u8>,
+    /// The manifest's text as written, `${VAR}` unexpanded: what a deploy stores, so that
+    /// each replica expands variables from its own environment.
+    pub source: String,
     /// The HTTP route, if the function has one.
     pub http: Option<HttpTriggerSpec>,
     /// Cron schedules, if any.
@@ -245,7 +248,7 @@ pub fn load_dir(
     (specs, errors)
 }
 
-/// Reads and validates one manifest file.
+/// Reads and validates one manifest file; its `wasm` path is read from disk.
 pub fn load_file(
     file: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -257,7 +260,29 @@ pub fn load_file(
             format!("cannot read: {e}"),
         )]
     })?;
-    let raw: RawManifest = toml::from_str(&text).map_err(|e| {
+    let base = file.parent().unwrap_or(Path::new("."));
+    parse_manifest(&text, file, WasmSource::Relative(base), lookup)
+}
+
+/// Where a manifest's module comes from.
+pub enum WasmSource<'a> {
+    /// Read the `wasm` path from disk, relative to this folder.
+    Relative(&'a Path),
+    /// The bytes came with the manifest (a deploy); the `wasm` path only names them.
+    Given(Vec<u8>),
+    /// The module is already known (a catalog entry whose module is compiled): the bytes
+    /// are not needed, and `FunctionSpec::wasm` stays empty.
+    Known,
+}
+
+/// Validates a manifest's text. `file` names it in errors.
+pub fn parse_manifest(
+    text: &str,
+    file: &Path,
+    wasm: WasmSource<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<FunctionSpec, Vec<ManifestError>> {
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
         let line = e
             .span()
             .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
@@ -269,15 +294,16 @@ pub fn load_file(
             format!("invalid manifest: {msg}{line}"),
         )]
     })?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    parse_raw(raw, file, base, lookup)
+    let mut spec = parse_raw(raw, file, wasm, lookup)?;
+    spec.source = text.to_string();
+    Ok(spec)
 }
 
-/// Validates a parsed manifest. `base` is the folder that relative `wasm` paths start from.
+/// Validates a parsed manifest.
 fn parse_raw(
     raw: RawManifest,
     file: &Path,
-    base: &Path,
+    source: WasmSource<'_>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<FunctionSpec, Vec<ManifestError>> {
     let mut errors = Vec::new();
@@ -293,12 +319,19 @@ fn parse_raw(
         ));
     }
 
-    let wasm_path = if raw.wasm.is_absolute() {
-        raw.wasm.clone()
-    } else {
-        base.join(&raw.wasm)
+    let known = matches!(source, WasmSource::Known);
+    let (wasm_path, read) = match source {
+        WasmSource::Relative(base) if !raw.wasm.is_absolute() => {
+            let path = base.join(&raw.wasm);
+            let read = std::fs::read(&path);
+            (path, read)
+        }
+        WasmSource::Relative(_) => (raw.wasm.clone(), std::fs::read(&raw.wasm)),
+        WasmSource::Given(bytes) => (raw.wasm.clone(), Ok(bytes)),
+        WasmSource::Known => (raw.wasm.clone(), Ok(Vec::new())),
     };
-    let wasm = match std::fs::read(&wasm_path) {
+    let wasm = match read {
+        Ok(bytes) if known => bytes,
         Ok(bytes) if bytes.starts_with(b"\0asm") => bytes,
         Ok(_) => {
             errors.push(err(
@@ -413,6 +446,7 @@ fn parse_raw(
             manifest_path: file.to_path_buf(),
             wasm_path,
             wasm,
+            source: String::new(),
             http,
             schedules,
             env,

@@ -1,13 +1,17 @@
 //! The deployed functions: each manifest's spec with its compiled module, and the route table.
+//! A [`Registry`] never changes; a deploy builds a new one and [`Live`] swaps it in, so a
+//! request in flight keeps the [`Function`] it started with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
 
-use crate::manifest::{FunctionSpec, ManifestError};
+use crate::catalog::VersionRecord;
+use crate::manifest::FunctionSpec;
 use crate::route::RouteTable;
-use crate::runtime::{Invocation, Prepared, Runtime};
+use crate::runtime::{Invocation, Prepared};
 
 /// One deployed function.
 pub struct Function {
@@ -19,9 +23,24 @@ pub struct Function {
     pub module: Prepared,
     /// Caps the instances in flight at `limits.max_concurrency`.
     pub permits: Arc<Semaphore>,
+    /// The catalog's record of this version.
+    pub deployed: VersionRecord,
 }
 
 impl Function {
+    /// A function ready to serve. The spec's wasm bytes are dropped: the module holds the
+    /// machine code.
+    pub fn new(mut spec: FunctionSpec, module: Prepared, deployed: VersionRecord) -> Arc<Self> {
+        spec.wasm = Vec::new();
+        Arc::new(Function {
+            name: spec.name.as_str().into(),
+            permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+            spec,
+            module,
+            deployed,
+        })
+    }
+
     /// An invocation of this function with its limits and network policy.
     pub fn invocation(
         &self,
@@ -40,9 +59,31 @@ impl Function {
             net: self.spec.network.clone(),
         }
     }
+
+    /// `GET /items/{id}` style, or `None` without an HTTP trigger.
+    pub fn route_text(&self) -> Option<String> {
+        let http = self.spec.http.as_ref()?;
+        let methods = match &http.methods {
+            Some(ms) => ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+            None => "*".into(),
+        };
+        Some(format!("{methods} {}", http.pattern))
+    }
 }
 
-/// Everything that is deployed.
+/// A route that another function already serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route {route} belongs to function {owner}")]
+pub struct RouteConflict {
+    /// The function that could not be bound.
+    pub function: String,
+    /// Its route, as `METHODS /path`.
+    pub route: String,
+    /// The function that serves it.
+    pub owner: String,
+}
+
+/// Everything that is deployed, at one moment.
 #[derive(Default)]
 pub struct Registry {
     /// By name.
@@ -52,61 +93,106 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Compiles every spec (or loads it from the cache) and binds its route. Returns the
-    /// functions that could be deployed and an error (naming the manifest and the field) for
-    /// each one that could not: a module that does not compile or link, or a route that
-    /// overlaps one already bound.
-    pub fn build(runtime: &Runtime, specs: Vec<FunctionSpec>) -> (Registry, Vec<ManifestError>) {
+    /// Binds every function's route, in name order. A function whose route overlaps one
+    /// already bound is left out and reported.
+    pub fn assemble(
+        functions: impl IntoIterator<Item = Arc<Function>>,
+    ) -> (Registry, Vec<RouteConflict>) {
         let mut registry = Registry::default();
-        let mut errors = Vec::new();
-        for mut spec in specs {
-            let module = match runtime.prepare(&spec.wasm) {
-                Ok(m) => m,
-                Err(e) => {
-                    errors.push(ManifestError::new(
-                        &spec.manifest_path,
-                        "wasm",
-                        format!("{}: {e}", spec.wasm_path.display()),
-                    ));
-                    continue;
-                }
-            };
-            tracing::info!(
-                function = %spec.name,
-                hash = &module.hash[..12],
-                origin = ?module.origin,
-                ms = module.load_time.as_millis() as u64,
-                "module ready"
-            );
-            // The bytes are compiled; keep only the machine code.
-            spec.wasm = Vec::new();
-            let function = Arc::new(Function {
-                name: spec.name.as_str().into(),
-                permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-                spec,
-                module,
-            });
-            if let Some(http) = &function.spec.http {
-                if let Err(owner) = registry.routes.insert(
-                    http.pattern.clone(),
-                    http.methods.clone(),
-                    function.clone(),
-                ) {
-                    errors.push(ManifestError::new(
-                        &function.spec.manifest_path,
-                        "trigger.http.path",
-                        format!(
-                            "route `{}` overlaps the route of function `{}`: expected a path (or methods) that no other function serves",
-                            http.pattern, owner.name
-                        ),
-                    ));
-                    continue;
-                }
+        let mut conflicts = Vec::new();
+        let mut all: Vec<Arc<Function>> = functions.into_iter().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        for f in all {
+            match registry.bind(f) {
+                Ok(()) => {}
+                Err(c) => conflicts.push(c),
             }
-            registry
-                .functions
-                .insert(function.spec.name.clone(), function);
         }
-        (registry, errors)
+        (registry, conflicts)
+    }
+
+    fn bind(&mut self, function: Arc<Function>) -> Result<(), RouteConflict> {
+        if let Some(http) = &function.spec.http {
+            if let Err(owner) =
+                self.routes
+                    .insert(http.pattern.clone(), http.methods.clone(), function.clone())
+            {
+                return Err(RouteConflict {
+                    function: function.spec.name.clone(),
+                    route: function.route_text().unwrap_or_default(),
+                    owner: owner.spec.name.clone(),
+                });
+            }
+        }
+        self.functions.insert(function.spec.name.clone(), function);
+        Ok(())
+    }
+
+    /// This registry with `function` added, or replacing the function of the same name.
+    pub fn with(&self, function: Arc<Function>) -> Result<Registry, RouteConflict> {
+        let mut next = Registry::default();
+        for (name, f) in &self.functions {
+            if *name != function.spec.name {
+                // These were bound together before, so they still fit together.
+                let _bound = next.bind(f.clone());
+            }
+        }
+        next.bind(function)?;
+        Ok(next)
+    }
+
+    /// This registry without the function `name`.
+    pub fn without(&self, name: &str) -> Registry {
+        let others = self
+            .functions
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(_, f)| f.clone());
+        Registry::assemble(others).0
+    }
+
+    /// One line per route, `METHODS /path -> function`, for the start-up log.
+    pub fn route_lines(&self) -> Vec<String> {
+        self.functions
+            .values()
+            .filter_map(|f| Some(format!("{} -> {}", f.route_text()?, f.name)))
+            .collect()
+    }
+}
+
+/// The registry being served, swapped whole by deploys. Readers never wait; each request
+/// takes the registry of the moment it arrived.
+pub struct Live {
+    current: ArcSwap<Registry>,
+    changes: watch::Sender<u64>,
+}
+
+impl Live {
+    pub fn new(registry: Registry) -> Self {
+        Live {
+            current: ArcSwap::from_pointee(registry),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// The registry now.
+    pub fn load(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    /// The registry now, for a short look (no reference count traffic).
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Registry>> {
+        self.current.load()
+    }
+
+    /// Serves `registry` from now on and tells the subscribers.
+    pub fn store(&self, registry: Registry) {
+        self.current.store(Arc::new(registry));
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes on every [`store`](Live::store).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
-use crate::registry::{Function, Registry};
+use crate::registry::{Function, Live};
 use crate::schedule::{backoff, CatchUp, Overlap, ScheduleSpec, CATCH_UP_WINDOW};
 use crate::store::{FireKey, Store};
 
@@ -39,7 +39,7 @@ pub struct SchedulerConfig {
 
 /// What every schedule task shares.
 struct Shared {
-    registry: Arc<Registry>,
+    live: Arc<Live>,
     store: Arc<Store>,
     config: SchedulerConfig,
     /// Runs of each (function, schedule) in flight on this replica, for `overlap = "skip"`.
@@ -65,59 +65,82 @@ pub fn replica_name() -> String {
     )
 }
 
-/// Runs every schedule until `shutdown` turns true, then waits for runs in flight (at most
-/// `drain_timeout`; what is cut off is retried elsewhere once its lease expires).
+/// Runs every schedule of the live registry until `shutdown` turns true, following deploys:
+/// a new or changed function's schedules start, a removed one's stop (its runs in flight
+/// finish). Then waits for runs in flight (at most `drain_timeout`; what is cut off is
+/// retried elsewhere once its lease expires).
 pub async fn run(
-    registry: Arc<Registry>,
+    live: Arc<Live>,
     store: Arc<Store>,
     config: SchedulerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let shared = Arc::new(Shared {
-        registry,
+        live: live.clone(),
         store,
         config,
         local_running: Mutex::new(HashMap::new()),
     });
     let mut runs: JoinSet<()> = JoinSet::new();
     let mut loops: JoinSet<()> = JoinSet::new();
+    // The function each armed name runs, and its schedule loops.
+    let mut armed: HashMap<String, (Arc<Function>, Vec<AbortHandle>)> = HashMap::new();
+    let mut reaper: Option<AbortHandle> = None;
     let (fire_tx, mut fire_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-    for function in shared.registry.functions.values() {
-        for i in 0..function.spec.schedules.len() {
-            let task = schedule_loop(
-                shared.clone(),
-                function.clone(),
-                i,
-                fire_tx.clone(),
-                shutdown.clone(),
-            );
-            loops.spawn(task);
-        }
-    }
-    if loops.is_empty() {
-        return;
-    }
-    {
-        let shared = shared.clone();
-        let tx = fire_tx.clone();
-        let shutdown = shutdown.clone();
-        loops.spawn(reap_loop(shared, tx, shutdown));
-    }
-    drop(fire_tx);
+    let mut changes = live.subscribe();
+    changes.mark_changed();
     loop {
         tokio::select! {
-            job = fire_rx.recv() => match job {
-                Some(job) => {
-                    let shared = shared.clone();
-                    runs.spawn(async move { job.run(&shared).await });
+            Ok(()) = changes.changed() => {
+                let registry = live.load();
+                armed.retain(|name, (function, handles)| {
+                    let same = registry
+                        .functions
+                        .get(name)
+                        .is_some_and(|f| Arc::ptr_eq(f, function));
+                    if !same {
+                        handles.iter().for_each(AbortHandle::abort);
+                    }
+                    same
+                });
+                for (name, function) in &registry.functions {
+                    if function.spec.schedules.is_empty() || armed.contains_key(name) {
+                        continue;
+                    }
+                    let handles = (0..function.spec.schedules.len())
+                        .map(|i| {
+                            loops.spawn(schedule_loop(
+                                shared.clone(),
+                                function.clone(),
+                                i,
+                                fire_tx.clone(),
+                                shutdown.clone(),
+                            ))
+                        })
+                        .collect();
+                    armed.insert(name.clone(), (function.clone(), handles));
                 }
-                None => break,
-            },
+                if reaper.is_none() && !armed.is_empty() {
+                    reaper = Some(loops.spawn(reap_loop(
+                        shared.clone(),
+                        fire_tx.clone(),
+                        shutdown.clone(),
+                    )));
+                }
+            }
+            Some(job) = fire_rx.recv() => {
+                let shared = shared.clone();
+                runs.spawn(async move { job.run(&shared).await });
+            }
             Some(_) = runs.join_next(), if !runs.is_empty() => {}
+            Some(_) = loops.join_next(), if !loops.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
     loops.abort_all();
+    if runs.is_empty() {
+        return;
+    }
     let drain = shared.config.drain_timeout;
     if tokio::time::timeout(drain, async { while runs.join_next().await.is_some() {} })
         .await
@@ -211,7 +234,8 @@ async fn reap_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let known = |function: &str, schedule: &str| {
-        let f = shared.registry.functions.get(function)?;
+        let registry = shared.live.peek();
+        let f = registry.functions.get(function)?;
         let s = f.spec.schedules.iter().find(|s| s.name == schedule)?;
         Some((s.retries, lease(f)))
     };
@@ -226,8 +250,9 @@ async fn reap_loop(
             .await
         {
             Ok(taken) => {
+                let registry = shared.live.load();
                 for a in taken {
-                    let Some(function) = shared.registry.functions.get(&a.key.function) else {
+                    let Some(function) = registry.functions.get(&a.key.function) else {
                         continue;
                     };
                     let Some(index) = function
@@ -391,38 +416,24 @@ pub fn schedule_env(
     at: DateTime<Utc>,
     attempt: u32,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        (
-            "SERVER_SOFTWARE".into(),
-            concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        ("REQUEST_METHOD".into(), "POST".into()),
-        ("TRIGGER".into(), "schedule".into()),
-        ("SCHEDULE_NAME".into(), spec.name.clone()),
-        (
-            "SCHEDULED_AT".into(),
-            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        ),
-        ("ATTEMPT".into(), attempt.to_string()),
-        ("CONTENT_LENGTH".into(), spec.payload.len().to_string()),
-        (
-            "CONTENT_TYPE".into(),
-            if spec.payload.is_empty() {
-                String::new()
-            } else {
-                "application/json".into()
-            },
-        ),
-        ("QUERY_STRING".into(), String::new()),
-        ("SCRIPT_NAME".into(), String::new()),
-        ("PATH_INFO".into(), String::new()),
-    ];
-    for (k, v) in &function.spec.env {
-        env.retain(|(existing, _)| existing != k);
-        env.push((k.clone(), v.clone()));
-    }
-    env
+    crate::cgi::event_env(
+        "schedule",
+        vec![
+            ("SCHEDULE_NAME".into(), spec.name.clone()),
+            (
+                "SCHEDULED_AT".into(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            ),
+            ("ATTEMPT".into(), attempt.to_string()),
+        ],
+        spec.payload.len(),
+        if spec.payload.is_empty() {
+            ""
+        } else {
+            "application/json"
+        },
+        &function.spec.env,
+    )
 }
 
 /// Runs one attempt. Success is exit 0 with no `Status`, or a 2xx `Status`.

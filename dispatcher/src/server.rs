@@ -18,7 +18,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::cgi::{self, RequestInfo};
-use crate::registry::{Function, Registry};
+use crate::admin::{self, AdminToken};
+use crate::deploy::Platform;
+use crate::registry::Function;
 use crate::route::Lookup;
 use crate::runtime::InvokeError;
 
@@ -33,6 +35,8 @@ pub struct ServerConfig {
     pub queue_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Largest deploy request (manifest and module) the admin API accepts.
+    pub max_deploy_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -42,14 +46,18 @@ impl Default for ServerConfig {
             max_output_bytes: 32 << 20,
             queue_timeout: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(10),
+            max_deploy_bytes: 256 << 20,
         }
     }
 }
 
 /// What every request handler shares.
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    /// The deployed functions, and the way to change them.
+    pub platform: Arc<Platform>,
     pub config: ServerConfig,
+    /// The admin API's token (`DISPATCHER_ADMIN_TOKEN`); `None` turns the API off.
+    pub admin: Option<AdminToken>,
 }
 
 type Body = Full<Bytes>;
@@ -137,8 +145,13 @@ async fn route(
     local: SocketAddr,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let (parts, body) = req.into_parts();
-    let (function, pattern, matched) = match state
-        .registry
+    if admin::is_admin_path(parts.uri.path()) {
+        return admin::handle(state, parts, body).await;
+    }
+    // This request's view of the deployed set: a deploy that lands meanwhile does not
+    // change the function it runs.
+    let registry = state.platform.live().load();
+    let (function, pattern, matched) = match registry
         .routes
         .lookup(&parts.method, parts.uri.path())
     {
@@ -234,7 +247,7 @@ async fn route(
 }
 
 /// Why a request body was not read.
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Read(hyper::Error),
 }
@@ -245,7 +258,7 @@ const DISCARD_BYTES: u64 = 64 << 20;
 const DISCARD_TIME: Duration = Duration::from_secs(2);
 
 /// Reads the whole body if it is at most `max` bytes.
-async fn read_body(
+pub(crate) async fn read_body(
     mut body: Incoming,
     headers: &http::HeaderMap,
     max: usize,
@@ -290,7 +303,7 @@ async fn discard(mut body: Incoming) {
 }
 
 /// Maps an invocation's outcome to a response: the one place errors become status codes.
-fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Response<Body> {
+pub(crate) fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Response<Body> {
     let name = &function.name;
     let (status, kind, message) = match result {
         Ok(output) => match cgi::parse_output(output) {
@@ -350,7 +363,7 @@ fn respond(function: &Function, result: Result<Vec<u8>, InvokeError>) -> Respons
 }
 
 /// A small JSON error body naming the function and the kind of failure; never the details.
-fn error_response(
+pub(crate) fn error_response(
     status: StatusCode,
     kind: &str,
     function: Option<&str>,

@@ -15,6 +15,8 @@ use mysql_async::prelude::*;
 use mysql_async::{Opts, Pool};
 use serde::Serialize;
 
+pub use crate::catalog::{MemoryCatalog, NewVersion, VersionRecord};
+
 /// Most fires kept per schedule; older history is pruned.
 pub const HISTORY_PER_SCHEDULE: u64 = 1000;
 
@@ -51,6 +53,59 @@ const MIGRATIONS: &[(u32, &str)] = &[
             error TEXT NULL,
             PRIMARY KEY (fire_id, attempt)
         )",
+    ),
+    // The deploy catalog (crate::catalog). Modules are stored once per content hash, in
+    // chunks well under any `max_allowed_packet`.
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS dispatcher_modules (
+            hash CHAR(64) PRIMARY KEY,
+            size BIGINT NOT NULL,
+            chunks INT NOT NULL,
+            created_at DATETIME(6) NOT NULL
+        )",
+    ),
+    (
+        4,
+        "CREATE TABLE IF NOT EXISTS dispatcher_module_chunks (
+            hash CHAR(64) NOT NULL,
+            seq INT NOT NULL,
+            data MEDIUMBLOB NOT NULL,
+            PRIMARY KEY (hash, seq)
+        )",
+    ),
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS dispatcher_versions (
+            name VARCHAR(64) NOT NULL,
+            version INT NOT NULL,
+            manifest MEDIUMTEXT NOT NULL,
+            module_hash CHAR(64) NOT NULL,
+            module_size BIGINT NOT NULL,
+            source VARCHAR(1024) NOT NULL,
+            deployed_by VARCHAR(255) NOT NULL,
+            deployed_at DATETIME(6) NOT NULL,
+            PRIMARY KEY (name, version)
+        )",
+    ),
+    (
+        6,
+        "CREATE TABLE IF NOT EXISTS dispatcher_functions (
+            name VARCHAR(64) PRIMARY KEY,
+            current_version INT NULL,
+            updated_at DATETIME(6) NOT NULL
+        )",
+    ),
+    (
+        7,
+        "CREATE TABLE IF NOT EXISTS dispatcher_catalog (
+            id TINYINT PRIMARY KEY,
+            generation BIGINT NOT NULL
+        )",
+    ),
+    (
+        8,
+        "INSERT IGNORE INTO dispatcher_catalog (id, generation) VALUES (1, 0)",
     ),
 ];
 
@@ -103,10 +158,12 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
-/// Where platform state lives.
+/// Where platform state lives. Made once per process, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Store {
-    /// One dispatcher alone: replicas would each run every fire.
-    Memory(Mutex<MemoryState>),
+    /// One dispatcher alone: replicas would each run every fire, and deploys last only
+    /// as long as the process.
+    Memory(Mutex<MemoryState>, tokio::sync::Mutex<MemoryCatalog>),
     /// Shared by every replica on the database.
     Db(Pool),
 }
@@ -128,7 +185,7 @@ fn naive(t: DateTime<Utc>) -> NaiveDateTime {
     t.naive_utc()
 }
 
-fn text(t: NaiveDateTime) -> String {
+pub(crate) fn text(t: NaiveDateTime) -> String {
     t.and_utc()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
@@ -139,7 +196,10 @@ fn micros(d: Duration) -> u64 {
 
 impl Store {
     pub fn memory() -> Store {
-        Store::Memory(Mutex::new(MemoryState::default()))
+        Store::Memory(
+            Mutex::new(MemoryState::default()),
+            tokio::sync::Mutex::new(MemoryCatalog::default()),
+        )
     }
 
     /// Connects to the database and applies the migrations it has not seen.
@@ -191,7 +251,7 @@ impl Store {
         lease: Duration,
     ) -> anyhow::Result<Option<u64>> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 if m.keys.contains_key(key) {
                     return Ok(None);
@@ -235,7 +295,7 @@ impl Store {
         except: u64,
     ) -> anyhow::Result<bool> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(m.fires.iter().any(|(id, f)| {
                     *id != except
@@ -262,7 +322,7 @@ impl Store {
     /// Whether a fire was ever claimed (for catch-up).
     pub async fn exists(&self, key: &FireKey) -> anyhow::Result<bool> {
         match self {
-            Store::Memory(m) => Ok(m
+            Store::Memory(m, _) => Ok(m
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .keys
@@ -290,7 +350,7 @@ impl Store {
         lease: Duration,
     ) -> anyhow::Result<()> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 let record = RunRecord {
                     function: key.function.clone(),
@@ -349,7 +409,7 @@ impl Store {
         error: Option<&str>,
     ) -> anyhow::Result<()> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((_, r)) = m
                     .attempts
@@ -385,7 +445,7 @@ impl Store {
         error: Option<&str>,
     ) -> anyhow::Result<()> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(f) = m.fires.get_mut(&id) {
                     f.status = status.into();
@@ -497,7 +557,7 @@ impl Store {
     /// Run history, newest first: every attempt.
     pub async fn runs(&self, function: Option<&str>, limit: u64) -> anyhow::Result<Vec<RunRecord>> {
         match self {
-            Store::Memory(m) => {
+            Store::Memory(m, _) => {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(m.attempts
                     .iter()

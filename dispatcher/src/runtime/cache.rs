@@ -47,28 +47,30 @@ impl ModuleCache {
         self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))
     }
 
-    /// Loads the module for `wasm` from the cache, or compiles it and stores the artifact.
-    /// A cache that cannot be read or written only costs a compile; it is logged, not fatal.
-    pub fn load_or_compile(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-        hash: &str,
-    ) -> wasmtime::Result<(Module, Origin)> {
+    /// The cached module for `hash`, if there is a usable one.
+    pub fn load(&self, engine: &Engine, hash: &str) -> Option<Module> {
         let path = self.path_for(hash);
-        if path.exists() {
-            match deserialize(engine, &path) {
-                Ok(module) => return Ok((module, Origin::Cached)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}")
-                }
+        if !path.exists() {
+            return None;
+        }
+        match deserialize(engine, &path) {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}");
+                None
             }
         }
+    }
+
+    /// Compiles `wasm` and stores the artifact. A cache that cannot be written only costs a
+    /// compile next time; it is logged, not fatal.
+    pub fn compile(&self, engine: &Engine, wasm: &[u8], hash: &str) -> wasmtime::Result<Module> {
         let module = Module::from_binary(engine, wasm)?;
+        let path = self.path_for(hash);
         if let Err(e) = self.store(&module, &path) {
             tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
         }
-        Ok((module, Origin::Compiled))
+        Ok(module)
     }
 
     fn store(&self, module: &Module, path: &Path) -> anyhow::Result<()> {

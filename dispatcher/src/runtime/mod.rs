@@ -8,8 +8,9 @@ mod fd;
 mod socket;
 mod wasi;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,7 +86,14 @@ pub struct Runtime {
     linker: Arc<Linker<Host>>,
     /// The compile cache, if configured.
     cache: Option<ModuleCache>,
+    /// Modules this process has compiled or loaded, by content hash, so a redeploy or a
+    /// rollback to a module seen before costs no compile (and no cache read).
+    seen: Arc<Mutex<HashMap<String, Module>>>,
 }
+
+/// Most modules kept in [`Runtime::seen`]; past it the map starts over (the on-disk cache
+/// still has them).
+const SEEN_MAX: usize = 256;
 
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write memory images, epoch interruption)
@@ -139,6 +147,7 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache,
+            seen: Arc::default(),
         })
     }
 
@@ -147,12 +156,60 @@ impl Runtime {
     pub fn prepare(&self, wasm: &[u8]) -> Result<Prepared, LoadError> {
         let started = Instant::now();
         let hash = content_hash(wasm);
-        let (module, origin) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, wasm, &hash),
-            None => Module::from_binary(&self.engine, wasm).map(|m| (m, Origin::Compiled)),
-        }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let (module, origin) = match self.known(&hash) {
+            Some(module) => (module, Origin::Cached),
+            None => {
+                let module = match &self.cache {
+                    Some(cache) => cache.compile(&self.engine, wasm, &hash),
+                    None => Module::from_binary(&self.engine, wasm),
+                }
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                (module, Origin::Compiled)
+            }
+        };
+        let prepared = self.link(module.clone(), hash.clone(), origin, started)?;
+        self.remember(hash, module);
+        Ok(prepared)
+    }
 
+    /// Pre-links a module seen before (by this process or the compile cache) from its hash
+    /// alone, so its bytes need not be fetched. `None` if it was not seen.
+    pub fn prepare_known(&self, hash: &str) -> Option<Result<Prepared, LoadError>> {
+        let started = Instant::now();
+        let module = self.known(hash)?;
+        Some(self.link(module, hash.to_string(), Origin::Cached, started))
+    }
+
+    fn known(&self, hash: &str) -> Option<Module> {
+        if let Some(m) = self.seen_map().get(hash) {
+            return Some(m.clone());
+        }
+        let module = self.cache.as_ref()?.load(&self.engine, hash)?;
+        self.remember(hash.to_string(), module.clone());
+        Some(module)
+    }
+
+    fn remember(&self, hash: String, module: Module) {
+        let mut seen = self.seen_map();
+        if seen.len() >= SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(hash, module);
+    }
+
+    fn seen_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
+        // The map is only ever inserted into or read; a panic elsewhere leaves it usable.
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the module's shape and imports, and pre-links it.
+    fn link(
+        &self,
+        module: Module,
+        hash: String,
+        origin: Origin,
+        started: Instant,
+    ) -> Result<Prepared, LoadError> {
         match module.get_export("_start") {
             Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
             _ => {

@@ -1,0 +1,585 @@
+//! Deploys on a running platform: validate, compile, record a version in the catalog, swap.
+//!
+//! Every change (a deploy from the admin API, the manifests folder at start-up or `--watch`,
+//! a rollback, a removal) goes the same way: everything expensive (parsing, compiling,
+//! storing the module) happens first, then the catalog lock is taken, this replica catches up
+//! with the catalog, the new registry is built and checked for route conflicts, the version
+//! is committed, and only then is the registry swapped. A refused change touches nothing.
+//! Other replicas see the new generation within [`SYNC_EVERY`] and load what changed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+
+use crate::catalog::{NewVersion, Snapshot, VersionRecord};
+use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
+use crate::registry::{Function, Live, Registry, RouteConflict};
+use crate::runtime::{content_hash, Origin, Runtime};
+use crate::store::Store;
+
+/// How often a replica checks the catalog for changes made elsewhere.
+pub const SYNC_EVERY: Duration = Duration::from_millis(500);
+
+/// Why a change was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// A manifest or module that is not valid.
+    #[error("{0}")]
+    Invalid(ManifestErrors),
+    /// A route another function serves.
+    #[error("{conflict}")]
+    Conflict {
+        conflict: RouteConflict,
+        errors: ManifestErrors,
+    },
+    /// No such function (or version).
+    #[error("{0}")]
+    NotFound(String),
+    /// A rollback with nothing to roll back to.
+    #[error("{0}")]
+    NoVersion(String),
+    /// The platform database failed.
+    #[error("the platform database failed: {0:#}")]
+    Store(anyhow::Error),
+}
+
+impl From<anyhow::Error> for DeployError {
+    fn from(e: anyhow::Error) -> Self {
+        DeployError::Store(e)
+    }
+}
+
+/// What a change did to one function.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub version: u32,
+    /// `deployed`, `unchanged`, `rolled_back` or `removed`.
+    pub action: &'static str,
+    pub module_hash: String,
+    pub module_size: u64,
+    /// Whether the module was compiled now or found compiled (`None` when nothing loaded).
+    pub compiled: Option<bool>,
+    /// Milliseconds spent compiling or loading the module.
+    pub load_ms: u64,
+}
+
+/// One function as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub version: u32,
+    pub route: Option<String>,
+    pub schedules: Vec<String>,
+    pub deployed_at: String,
+    pub deployed_by: String,
+    pub source: String,
+    pub module_hash: String,
+    pub module_size: u64,
+}
+
+impl Summary {
+    pub fn of(f: &Function) -> Summary {
+        Summary {
+            name: f.spec.name.clone(),
+            version: f.deployed.version,
+            route: f.route_text(),
+            schedules: f
+                .spec
+                .schedules
+                .iter()
+                .map(|s| format!("{} \"{}\" {}", s.name, s.expression, s.timezone))
+                .collect(),
+            deployed_at: f.deployed.deployed_at.clone(),
+            deployed_by: f.deployed.deployed_by.clone(),
+            source: f.deployed.source.clone(),
+            module_hash: f.deployed.module_hash.clone(),
+            module_size: f.deployed.module_size,
+        }
+    }
+}
+
+/// One function with its history, for `show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Details {
+    /// As served now; `None` once removed.
+    pub current: Option<Summary>,
+    /// The current version in the catalog (it can lead this replica by a moment).
+    pub current_version: Option<u32>,
+    /// Oldest first.
+    pub versions: Vec<VersionRecord>,
+}
+
+/// A deploy request: a manifest's text and its module.
+pub struct Upload {
+    pub manifest: String,
+    /// Names the manifest in errors (its file name).
+    pub label: PathBuf,
+    pub wasm: Vec<u8>,
+    /// Where it came from, for the history.
+    pub source: String,
+    pub by: String,
+}
+
+/// A spec ready to be committed: parsed, compiled, its module stored.
+struct Candidate {
+    function: Arc<Function>,
+    wasm: Vec<u8>,
+    size: u64,
+    origin: Origin,
+    load_ms: u64,
+}
+
+/// The deployed set of one replica, and the only way to change it.
+pub struct Platform {
+    runtime: Runtime,
+    store: Arc<Store>,
+    live: Arc<Live>,
+    /// Orders this process's changes, and holds the catalog generation `live` reflects.
+    synced: Mutex<Option<u64>>,
+}
+
+fn env_lookup(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+impl Platform {
+    /// A platform serving what the catalog holds now.
+    pub async fn start(runtime: Runtime, store: Arc<Store>) -> anyhow::Result<Arc<Platform>> {
+        let platform = Arc::new(Platform {
+            runtime,
+            store,
+            live: Arc::new(Live::new(Registry::default())),
+            synced: Mutex::new(None),
+        });
+        platform.sync().await?;
+        Ok(platform)
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Deploys one uploaded manifest and module.
+    pub async fn deploy(&self, up: Upload) -> Result<Report, DeployError> {
+        let spec = manifest::parse_manifest(
+            &up.manifest,
+            &up.label,
+            WasmSource::Given(up.wasm),
+            &env_lookup,
+        )
+        .map_err(|e| DeployError::Invalid(ManifestErrors(e)))?;
+        let mut reports = self.deploy_specs(vec![(spec, up.source)], &up.by).await?;
+        Ok(reports.remove(0))
+    }
+
+    /// Deploys specs (with their sources) as one change: all of them or none. A spec equal
+    /// to what is deployed (same manifest text, same module) is a no-op.
+    pub async fn deploy_specs(
+        &self,
+        specs: Vec<(FunctionSpec, String)>,
+        by: &str,
+    ) -> Result<Vec<Report>, DeployError> {
+        // Compile and store first, outside the lock.
+        let mut errors = Vec::new();
+        let mut candidates = Vec::new();
+        for (spec, source) in specs {
+            match self.candidate(spec, source, by).await {
+                Ok(c) => candidates.push(c),
+                Err(DeployError::Invalid(mut e)) => errors.append(&mut e.0),
+                Err(e) => return Err(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DeployError::Invalid(ManifestErrors(errors)));
+        }
+        for c in &mut candidates {
+            let wasm = std::mem::take(&mut c.wasm);
+            self.store
+                .put_module(&c.function.deployed.module_hash, &wasm)
+                .await?;
+        }
+
+        let mut synced = self.synced.lock().await;
+        let mut tx = self.store.begin_change().await?;
+        let snapshot = tx.snapshot().await?;
+        self.apply(&mut synced, snapshot).await;
+        let mut next: Option<Registry> = None;
+        let mut reports = Vec::new();
+        let mut conflicts = Vec::new();
+        for c in candidates {
+            let live = self.live.load();
+            let base = next.as_ref().unwrap_or(live.as_ref());
+            if let Some(cur) = base.functions.get(&c.function.spec.name) {
+                if cur.deployed.manifest == c.function.deployed.manifest
+                    && cur.deployed.module_hash == c.function.deployed.module_hash
+                {
+                    reports.push(Report {
+                        name: cur.spec.name.clone(),
+                        version: cur.deployed.version,
+                        action: "unchanged",
+                        module_hash: cur.deployed.module_hash.clone(),
+                        module_size: cur.deployed.module_size,
+                        compiled: None,
+                        load_ms: 0,
+                    });
+                    continue;
+                }
+            }
+            let d = &c.function.deployed;
+            let version = tx
+                .add_version(&NewVersion {
+                    name: &d.name,
+                    manifest: &d.manifest,
+                    module_hash: &d.module_hash,
+                    module_size: d.module_size,
+                    source: &d.source,
+                    deployed_by: &d.deployed_by,
+                })
+                .await?;
+            let mut deployed = d.clone();
+            deployed.version = version;
+            let function = Function::new(c.function.spec.clone(), c.function.module.clone(), deployed);
+            match base.with(function) {
+                Ok(r) => next = Some(r),
+                Err(conflict) => {
+                    let f = &c.function.spec;
+                    let e = ManifestError::new(
+                        &f.manifest_path,
+                        "trigger.http.path",
+                        format!(
+                            "route {} belongs to function `{}`: expected a path (or methods) that no other function serves",
+                            conflict.route, conflict.owner
+                        ),
+                    );
+                    errors.push(e);
+                    conflicts.push(conflict);
+                    continue;
+                }
+            }
+            reports.push(Report {
+                name: c.function.spec.name.clone(),
+                version,
+                action: "deployed",
+                module_hash: c.function.deployed.module_hash.clone(),
+                module_size: c.size,
+                compiled: Some(c.origin == Origin::Compiled),
+                load_ms: c.load_ms,
+            });
+        }
+        if !errors.is_empty() {
+            // The transaction is dropped: nothing was written.
+            let conflict = conflicts.remove(0);
+            return Err(DeployError::Conflict {
+                conflict,
+                errors: ManifestErrors(errors),
+            });
+        }
+        if let Some(next) = next {
+            let generation = tx.commit().await?;
+            self.live.store(next);
+            *synced = Some(generation);
+            for r in reports.iter().filter(|r| r.action == "deployed") {
+                tracing::info!(
+                    function = %r.name,
+                    version = r.version,
+                    hash = &r.module_hash[..12],
+                    compiled = r.compiled,
+                    load_ms = r.load_ms,
+                    "deployed"
+                );
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Compiles the spec's module (or finds it compiled) and builds the function; its
+    /// version is filled in at commit.
+    async fn candidate(
+        &self,
+        mut spec: FunctionSpec,
+        source: String,
+        by: &str,
+    ) -> Result<Candidate, DeployError> {
+        let wasm = std::mem::take(&mut spec.wasm);
+        let hash = content_hash(&wasm);
+        let runtime = self.runtime.clone();
+        let (prepared, wasm) = tokio::task::spawn_blocking(move || {
+            let r = runtime.prepare(&wasm);
+            (r, wasm)
+        })
+        .await
+        .map_err(|e| DeployError::Store(anyhow::anyhow!("the compile task failed: {e}")))?;
+        let module = prepared.map_err(|e| {
+            DeployError::Invalid(ManifestErrors(vec![ManifestError::new(
+                &spec.manifest_path,
+                "wasm",
+                format!("{}: {e}", spec.wasm_path.display()),
+            )]))
+        })?;
+        let origin = module.origin;
+        let load_ms = module.load_time.as_millis() as u64;
+        let deployed = VersionRecord {
+            name: spec.name.clone(),
+            version: 0,
+            manifest: std::mem::take(&mut spec.source),
+            module_hash: hash,
+            module_size: wasm.len() as u64,
+            source,
+            deployed_by: by.to_string(),
+            deployed_at: String::new(),
+        };
+        spec.source = deployed.manifest.clone();
+        Ok(Candidate {
+            function: Function::new(spec, module, deployed),
+            size: wasm.len() as u64,
+            wasm,
+            origin,
+            load_ms,
+        })
+    }
+
+    /// Makes an earlier version current again: the one before the current version, or `to`.
+    /// A removed function comes back at its latest version (or `to`).
+    pub async fn rollback(&self, name: &str, to: Option<u32>) -> Result<Report, DeployError> {
+        let mut synced = self.synced.lock().await;
+        let mut tx = self.store.begin_change().await?;
+        let snapshot = tx.snapshot().await?;
+        self.apply(&mut synced, snapshot).await;
+        let history = tx.history(name).await?;
+        if history.versions.is_empty() {
+            return Err(DeployError::NotFound(format!(
+                "no function named `{name}` was ever deployed"
+            )));
+        }
+        let target = match (to, history.current) {
+            (Some(v), _) => history
+                .versions
+                .iter()
+                .find(|r| r.version == v)
+                .ok_or_else(|| {
+                    DeployError::NotFound(format!(
+                        "function `{name}` has no version {v}: expected 1 to {}",
+                        history.versions.len()
+                    ))
+                })?,
+            (None, Some(cur)) => history
+                .versions
+                .iter()
+                .rev()
+                .find(|r| r.version < cur)
+                .ok_or_else(|| {
+                    DeployError::NoVersion(format!(
+                        "function `{name}` is at version {cur}: there is no earlier version to roll back to"
+                    ))
+                })?,
+            (None, None) => history.versions.last().expect("not empty"),
+        };
+        let started = Instant::now();
+        let function = self.load(target).await.map_err(|e| {
+            DeployError::Invalid(ManifestErrors(vec![ManifestError::new(
+                Path::new(&target.source),
+                "wasm",
+                e,
+            )]))
+        })?;
+        let report = Report {
+            name: name.to_string(),
+            version: target.version,
+            action: "rolled_back",
+            module_hash: target.module_hash.clone(),
+            module_size: target.module_size,
+            compiled: Some(function.module.origin == Origin::Compiled),
+            load_ms: started.elapsed().as_millis() as u64,
+        };
+        if history.current == Some(target.version) {
+            return Ok(Report {
+                action: "unchanged",
+                ..report
+            });
+        }
+        let next = self.live.load().with(function).map_err(|conflict| DeployError::Conflict {
+            errors: ManifestErrors(vec![ManifestError::new(
+                Path::new(&target.source),
+                "trigger.http.path",
+                conflict.to_string(),
+            )]),
+            conflict,
+        })?;
+        tx.set_current(name, Some(target.version)).await?;
+        let generation = tx.commit().await?;
+        self.live.store(next);
+        *synced = Some(generation);
+        tracing::info!(function = name, version = target.version, "rolled back");
+        Ok(report)
+    }
+
+    /// Stops serving a function: its route is 404 for new requests; requests in flight
+    /// finish on the version they started with. Its history stays.
+    pub async fn remove(&self, name: &str) -> Result<Report, DeployError> {
+        let mut synced = self.synced.lock().await;
+        let mut tx = self.store.begin_change().await?;
+        let snapshot = tx.snapshot().await?;
+        let current = snapshot.current.iter().find(|r| r.name == name).cloned();
+        self.apply(&mut synced, snapshot).await;
+        let Some(current) = current else {
+            return Err(DeployError::NotFound(format!(
+                "no function named `{name}` is deployed"
+            )));
+        };
+        tx.set_current(name, None).await?;
+        let generation = tx.commit().await?;
+        self.live.store(self.live.load().without(name));
+        *synced = Some(generation);
+        tracing::info!(function = name, version = current.version, "removed");
+        Ok(Report {
+            name: name.to_string(),
+            version: current.version,
+            action: "removed",
+            module_hash: current.module_hash,
+            module_size: current.module_size,
+            compiled: None,
+            load_ms: 0,
+        })
+    }
+
+    /// Every function served now.
+    pub fn list(&self) -> Vec<Summary> {
+        self.live
+            .peek()
+            .functions
+            .values()
+            .map(|f| Summary::of(f))
+            .collect()
+    }
+
+    /// One function with its history.
+    pub async fn show(&self, name: &str) -> Result<Details, DeployError> {
+        let history = self.store.history(name).await?;
+        if history.versions.is_empty() {
+            return Err(DeployError::NotFound(format!(
+                "no function named `{name}` was ever deployed"
+            )));
+        }
+        Ok(Details {
+            current: self.live.peek().functions.get(name).map(|f| Summary::of(f)),
+            current_version: history.current,
+            versions: history.versions,
+        })
+    }
+
+    /// Catches up with changes other replicas made to the catalog.
+    pub async fn sync(&self) -> anyhow::Result<()> {
+        let generation = self.store.catalog_generation().await?;
+        if *self.synced.lock().await == Some(generation) {
+            return Ok(());
+        }
+        let mut synced = self.synced.lock().await;
+        let snapshot = self.store.catalog_snapshot().await?;
+        self.apply(&mut synced, snapshot).await;
+        Ok(())
+    }
+
+    /// Polls the catalog every [`SYNC_EVERY`] until `shutdown`. A database that goes away is
+    /// logged once; the replica keeps serving what it has.
+    pub async fn sync_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SYNC_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.sync().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the platform database is back: deploys sync again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!("cannot read the deploy catalog: {e:#}; serving what is loaded until it is back");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Makes `live` match a catalog snapshot: keeps what is unchanged, loads what is new.
+    async fn apply(&self, synced: &mut Option<u64>, snapshot: Snapshot) {
+        if *synced == Some(snapshot.generation) {
+            return;
+        }
+        let live = self.live.load();
+        let mut functions = Vec::new();
+        for record in &snapshot.current {
+            if let Some(f) = live.functions.get(&record.name) {
+                if f.deployed.version == record.version
+                    && f.deployed.module_hash == record.module_hash
+                    && f.deployed.manifest == record.manifest
+                {
+                    functions.push(f.clone());
+                    continue;
+                }
+            }
+            match self.load(record).await {
+                Ok(f) => {
+                    tracing::info!(
+                        function = %record.name,
+                        version = record.version,
+                        origin = ?f.module.origin,
+                        "loaded from the catalog"
+                    );
+                    functions.push(f);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        function = %record.name,
+                        version = record.version,
+                        "cannot serve this version on this replica: {e}"
+                    );
+                    if let Some(f) = live.functions.get(&record.name) {
+                        functions.push(f.clone());
+                    }
+                }
+            }
+        }
+        let (registry, conflicts) = Registry::assemble(functions);
+        for c in conflicts {
+            tracing::error!(function = %c.function, "not served: {c}");
+        }
+        self.live.store(registry);
+        *synced = Some(snapshot.generation);
+    }
+
+    /// Builds a function from a catalog record: the module from this process or the compile
+    /// cache if seen before, else fetched from the catalog and compiled.
+    async fn load(&self, record: &VersionRecord) -> Result<Arc<Function>, String> {
+        let label = PathBuf::from(format!("{} v{}", record.name, record.version));
+        let spec =
+            manifest::parse_manifest(&record.manifest, &label, WasmSource::Known, &env_lookup)
+                .map_err(|e| ManifestErrors(e).to_string())?;
+        let module = match self.runtime.prepare_known(&record.module_hash) {
+            Some(m) => m.map_err(|e| e.to_string())?,
+            None => {
+                let wasm = self
+                    .store
+                    .module(&record.module_hash)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let runtime = self.runtime.clone();
+                tokio::task::spawn_blocking(move || runtime.prepare(&wasm))
+                    .await
+                    .map_err(|e| format!("the compile task failed: {e}"))?
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        Ok(Function::new(spec, module, record.clone()))
+    }
+}
