@@ -47,6 +47,7 @@ pub struct NewVersion<'a> {
     pub module_size: u64,
     pub source: &'a str,
     pub deployed_by: &'a str,
+    pub deployed_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What is deployed now: the catalog's generation and each function's current version.
@@ -338,24 +339,23 @@ impl CatalogTx<'_> {
                     module_size: v.module_size,
                     source: v.source.to_string(),
                     deployed_by: v.deployed_by.to_string(),
-                    deployed_at: chrono::Utc::now()
-                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    deployed_at: text(v.deployed_at.naive_utc()),
                 });
                 draft.current.insert(v.name.to_string(), Some(version));
                 draft.generation += 1;
                 Ok(version)
             }
             CatalogTx::Db(tx) => {
-                let last: Option<u32> = tx
+                let last: Option<Option<u32>> = tx
                     .exec_first(
                         "SELECT MAX(version) FROM dispatcher_versions WHERE name = ?",
                         (v.name,),
                     )
                     .await?;
-                let version = last.unwrap_or(0) + 1;
+                let version = last.flatten().unwrap_or(0) + 1;
                 tx.exec_drop(
                     "INSERT INTO dispatcher_versions (name, version, manifest, module_hash, module_size, source, deployed_by, deployed_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, NOW(6))",
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         v.name,
                         version,
@@ -364,6 +364,7 @@ impl CatalogTx<'_> {
                         v.module_size,
                         v.source,
                         v.deployed_by,
+                        v.deployed_at.naive_utc(),
                     ),
                 )
                 .await?;

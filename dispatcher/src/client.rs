@@ -44,9 +44,10 @@ impl Client {
 
     /// Sends and returns the status and body; a transport failure names the server.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, bytes::Bytes)> {
-        let resp = req.send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the platform at {}: {e}", self.server)
-        })?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the platform at {}", self.server))?;
         let status = resp.status();
         let body = resp
             .bytes()

@@ -234,6 +234,7 @@ impl Platform {
                 }
             }
             let d = &c.function.deployed;
+            let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
             let version = tx
                 .add_version(&NewVersion {
                     name: &d.name,
@@ -242,10 +243,12 @@ impl Platform {
                     module_size: d.module_size,
                     source: &d.source,
                     deployed_by: &d.deployed_by,
+                    deployed_at: now,
                 })
                 .await?;
             let mut deployed = d.clone();
             deployed.version = version;
+            deployed.deployed_at = crate::store::text(now.naive_utc());
             let function = Function::new(c.function.spec.clone(), c.function.module.clone(), deployed);
             match base.with(function) {
                 Ok(r) => next = Some(r),

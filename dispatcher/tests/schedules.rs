@@ -9,39 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{manifest, sql, wait_until, wasm, Dispatcher, Options};
+use common::{manifest, sql, wait_until, wasm, Dispatcher, Options, PlatformDb};
 
-/// A platform database of the test's own.
-struct PlatformDb {
-    name: String,
-}
-
-impl PlatformDb {
-    fn create(tag: &str) -> PlatformDb {
-        let name = format!("p_{tag}_{}", std::process::id());
-        sql(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ));
-        PlatformDb { name }
-    }
-
-    fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:3306/{}", self.name)
-    }
-
-    fn opts(&self) -> Options<'static> {
-        Options {
-            env: vec![("DISPATCHER_DB", self.url())],
-            ..Options::default()
-        }
-    }
-}
-
-impl Drop for PlatformDb {
-    fn drop(&mut self) {
-        sql(&format!("DROP DATABASE IF EXISTS {}", self.name));
-    }
-}
 
 fn job(dir: &Path, name: &str, schedule: &str, env: &str) {
     manifest(

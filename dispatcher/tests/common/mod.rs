@@ -59,11 +59,33 @@ pub struct Dispatcher {
 pub struct Options<'a> {
     pub cache_dir: Option<&'a Path>,
     pub env: Vec<(&'a str, String)>,
+    /// More arguments for `serve`.
+    pub args: Vec<&'a str>,
+}
+
+/// The variables the dispatcher reads, removed so that the caller's environment (a
+/// `DATABASE_URL` in the shell, say) cannot leak into a test.
+const DISPATCHER_VARS: &[&str] = &[
+    "DISPATCHER_LISTEN",
+    "DISPATCHER_DB",
+    "DATABASE_URL",
+    "DISPATCHER_ADMIN_TOKEN",
+    "DISPATCHER_MANIFESTS",
+    "DISPATCHER_SERVER",
+];
+
+/// The `dispatcher` binary, with none of its variables set.
+pub fn bare_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatcher"));
+    cmd.env("RUST_LOG", "info");
+    for v in DISPATCHER_VARS {
+        cmd.env_remove(v);
+    }
+    cmd
 }
 
 pub fn dispatcher_command(manifests: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dispatcher"));
-    cmd.env("RUST_LOG", "info").env_remove("DISPATCHER_LISTEN");
+    let mut cmd = bare_command();
     cmd.arg("serve").arg("--manifests").arg(manifests);
     cmd
 }
@@ -73,12 +95,23 @@ impl Dispatcher {
         Self::start_with(manifests, Options::default())
     }
 
+    /// A dispatcher without a manifests folder: it serves what its database holds.
+    pub fn start_bare(opts: Options<'_>) -> Dispatcher {
+        let mut cmd = bare_command();
+        cmd.arg("serve");
+        Self::spawn(cmd, opts)
+    }
+
     pub fn start_with(manifests: &Path, opts: Options<'_>) -> Dispatcher {
+        Self::spawn(dispatcher_command(manifests), opts)
+    }
+
+    fn spawn(mut cmd: Command, opts: Options<'_>) -> Dispatcher {
         let cache = opts
             .cache_dir
             .map(Path::to_path_buf)
             .unwrap_or_else(shared_cache);
-        let mut cmd = dispatcher_command(manifests);
+        cmd.args(&opts.args);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--cache-dir")
@@ -194,5 +227,112 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A platform database of the test's own, dropped afterwards.
+pub struct PlatformDb {
+    pub name: String,
+}
+
+impl PlatformDb {
+    pub fn create(tag: &str) -> PlatformDb {
+        let name = format!("p_{tag}_{}", std::process::id());
+        sql(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ));
+        PlatformDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+
+    pub fn opts(&self) -> Options<'static> {
+        Options {
+            env: vec![("DISPATCHER_DB", self.url())],
+            ..Options::default()
+        }
+    }
+}
+
+impl Drop for PlatformDb {
+    fn drop(&mut self) {
+        sql(&format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}
+
+/// Continuous load: `concurrency` clients POST `body` to `url` back to back, on keep-alive
+/// connections, until [`Load::stop`].
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<LoadResult>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    /// Each failure: the status (or transport error) and the body.
+    pub failures: Vec<String>,
+    /// Distinct bodies of successful answers, in the order first seen.
+    pub bodies: Vec<String>,
+}
+
+impl Load {
+    pub fn start(url: String, body: &'static str, concurrency: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let result = Arc::new(Mutex::new(LoadResult::default()));
+                let mut tasks = Vec::new();
+                for _ in 0..concurrency {
+                    let (url, flag, result) = (url.clone(), flag.clone(), result.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let http = client();
+                        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                            let outcome = match http.post(&url).body(body).send().await {
+                                Ok(r) => {
+                                    let status = r.status();
+                                    let text = r.text().await.unwrap_or_default();
+                                    if status.is_success() {
+                                        Ok(text)
+                                    } else {
+                                        Err(format!("{status}: {text}"))
+                                    }
+                                }
+                                Err(e) => Err(format!("transport: {e}")),
+                            };
+                            let mut r = result.lock().unwrap();
+                            match outcome {
+                                Ok(text) => {
+                                    r.ok += 1;
+                                    if !r.bodies.contains(&text) {
+                                        r.bodies.push(text);
+                                    }
+                                }
+                                Err(e) => r.failures.push(e),
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let seen = std::mem::take(&mut *result.lock().unwrap());
+                seen
+            })
+        });
+        Load { stop, thread }
+    }
+
+    pub fn stop(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
     }
 }
