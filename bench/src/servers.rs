@@ -59,6 +59,10 @@ pub fn dispatcher_command(
         .arg(listen.to_string())
         .arg("--cache-dir")
         .arg(cache_dir)
+        // Deploys live in memory: a catalog inherited from the shell (`make` exports
+        // DATABASE_URL) would add whatever it holds to the servers under test.
+        .env_remove("DATABASE_URL")
+        .env_remove("DISPATCHER_DB")
         .env("NO_COLOR", "1");
     cmd
 }

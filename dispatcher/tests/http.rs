@@ -453,7 +453,7 @@ async fn compile_cache_is_used_on_restart() {
     };
     let first = Dispatcher::start_with(dir.path(), opts());
     assert!(
-        first.wait_for_log("origin=Compiled", Duration::from_secs(5)),
+        first.wait_for_log("compiled=true", Duration::from_secs(5)),
         "{}",
         first.log_text()
     );
@@ -462,7 +462,7 @@ async fn compile_cache_is_used_on_restart() {
     assert_eq!(artifacts, 1, "one artifact per module");
     let second = Dispatcher::start_with(dir.path(), opts());
     assert!(
-        second.wait_for_log("origin=Cached", Duration::from_secs(5)),
+        second.wait_for_log("compiled=false", Duration::from_secs(5)),
         "{}",
         second.log_text()
     );

@@ -1,6 +1,7 @@
 //! The bench's sections. Each measures one thing against its native baseline, prints its
 //! details as it goes, and returns its rows for the closing table.
 
+mod deploy;
 mod invoke;
 mod orders;
 mod schedule;
@@ -26,4 +27,5 @@ pub const ALL: &[Section] = &[
     startup::SECTION,
     orders::SECTION,
     schedule::SECTION,
+    deploy::SECTION,
 ];
