@@ -8,7 +8,7 @@
 //! | `GET /_dispatcher/functions/{name}`           | one function and its versions          |
 //! | `DELETE /_dispatcher/functions/{name}`        | remove                                 |
 //! | `POST /_dispatcher/functions/{name}/rollback` | previous version, or `?to=N`           |
-//! | `POST /_dispatcher/functions/{name}/invoke`   | run once with the body on stdin        |
+//! | `POST /_dispatcher/functions/{name}/invoke`   | run once: body on stdin, query as is   |
 //!
 //! Every other call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`; without that
 //! variable the API is off (404).
@@ -51,7 +51,10 @@ impl AdminToken {
 
 /// Whether a request path belongs to the admin API.
 pub fn is_admin_path(path: &str) -> bool {
-    path == PREFIX || path.strip_prefix(PREFIX).is_some_and(|r| r.starts_with('/'))
+    path == PREFIX
+        || path
+            .strip_prefix(PREFIX)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
@@ -145,7 +148,10 @@ pub async fn handle(
     match given {
         None => {
             tracing::warn!(%path, "admin request without a token refused");
-            return (None, unauthorized("this call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`"));
+            return (
+                None,
+                unauthorized("this call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`"),
+            );
         }
         Some(t) if !token.accepts(t.trim()) => {
             tracing::warn!(%path, "admin request with a wrong token refused");
@@ -231,18 +237,20 @@ fn query_version(parts: &Parts) -> Result<Option<u32>, String> {
 }
 
 async fn read(parts: &Parts, body: Incoming, max: usize) -> Result<Bytes, Response<Body>> {
-    read_body(body, &parts.headers, max).await.map_err(|e| match e {
-        BodyError::TooLarge => err(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            &format!("the request body is larger than {max} bytes"),
-        ),
-        BodyError::Read(e) => err(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("the request body could not be read: {e}"),
-        ),
-    })
+    read_body(body, &parts.headers, max)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {max} bytes"),
+            ),
+            BodyError::Read(e) => err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("the request body could not be read: {e}"),
+            ),
+        })
 }
 
 const DEPLOY_FORM: &str = "expected a multipart/form-data body with a `manifest` part (the manifest's TOML) and a `wasm` part (the module)";
@@ -344,7 +352,8 @@ async fn deploy(state: &AppState, parts: &Parts, body: Incoming) -> Response<Bod
 }
 
 /// `POST /_dispatcher/functions/{name}/invoke`: runs the function once with the body on
-/// stdin (`TRIGGER=invoke`) and answers with its response.
+/// stdin and the call's query string as `QUERY_STRING` (`TRIGGER=invoke`), and answers with
+/// its response.
 async fn invoke(
     state: &AppState,
     name: &str,
@@ -395,6 +404,7 @@ async fn invoke(
         Vec::new(),
         input.len(),
         content_type,
+        parts.uri.query().unwrap_or(""),
         &function.spec.env,
     );
     let inv = function.invocation(env, input, state.config.max_output_bytes);

@@ -7,8 +7,7 @@
 //! also the lock that orders deploys across replicas (`SELECT ... FOR UPDATE`). Replicas poll
 //! the generation and reload what changed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 use mysql_async::prelude::*;
@@ -70,7 +69,6 @@ pub struct MemoryCatalog {
     generation: u64,
     current: BTreeMap<String, Option<u32>>,
     versions: BTreeMap<String, Vec<VersionRecord>>,
-    modules: HashMap<String, Arc<[u8]>>,
 }
 
 impl MemoryCatalog {
@@ -164,7 +162,9 @@ async fn db_history(q: &mut impl Queryable, name: &str) -> anyhow::Result<Histor
         .await?;
     let rows: Vec<Row> = q
         .exec(
-            format!("SELECT {COLUMNS} FROM dispatcher_versions v WHERE v.name = ? ORDER BY v.version"),
+            format!(
+                "SELECT {COLUMNS} FROM dispatcher_versions v WHERE v.name = ? ORDER BY v.version"
+            ),
             (name,),
         )
         .await?;
@@ -209,9 +209,11 @@ impl Store {
     /// writes the same bytes.
     pub async fn put_module(&self, hash: &str, wasm: &[u8]) -> anyhow::Result<()> {
         match self {
-            Store::Memory(_, c) => {
-                c.lock()
-                    .await
+            Store::Memory(m, _) => {
+                // A lock of its own, apart from the catalog's: a change in progress may need
+                // a module.
+                m.lock()
+                    .unwrap_or_else(|p| p.into_inner())
                     .modules
                     .entry(hash.to_string())
                     .or_insert_with(|| wasm.into());
@@ -220,7 +222,10 @@ impl Store {
             Store::Db(pool) => {
                 let mut conn = pool.get_conn().await?;
                 let known: Option<u32> = conn
-                    .exec_first("SELECT chunks FROM dispatcher_modules WHERE hash = ?", (hash,))
+                    .exec_first(
+                        "SELECT chunks FROM dispatcher_modules WHERE hash = ?",
+                        (hash,),
+                    )
                     .await?;
                 if known.is_some() {
                     return Ok(());
@@ -248,9 +253,9 @@ impl Store {
     /// A stored module's bytes, checked against its hash.
     pub async fn module(&self, hash: &str) -> anyhow::Result<Vec<u8>> {
         let bytes = match self {
-            Store::Memory(_, c) => c
+            Store::Memory(m, _) => m
                 .lock()
-                .await
+                .unwrap_or_else(|p| p.into_inner())
                 .modules
                 .get(hash)
                 .map(|m| m.to_vec())
@@ -294,7 +299,6 @@ impl Store {
                     generation: guard.generation,
                     current: guard.current.clone(),
                     versions: guard.versions.clone(),
-                    modules: HashMap::new(),
                 });
                 Ok(CatalogTx::Memory { guard, draft })
             }
@@ -390,9 +394,7 @@ impl CatalogTx<'_> {
     pub async fn commit(self) -> anyhow::Result<u64> {
         match self {
             CatalogTx::Memory { mut guard, draft } => {
-                let modules = std::mem::take(&mut guard.modules);
                 *guard = *draft;
-                guard.modules = modules;
                 Ok(guard.generation)
             }
             CatalogTx::Db(mut tx) => {

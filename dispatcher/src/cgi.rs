@@ -38,6 +38,7 @@ pub fn event_env(
     extra: Vec<(String, String)>,
     body_len: usize,
     content_type: &str,
+    query: &str,
     manifest_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
@@ -53,7 +54,15 @@ pub fn event_env(
     env.extend([
         ("CONTENT_LENGTH".into(), body_len.to_string()),
         ("CONTENT_TYPE".into(), content_type.into()),
-        ("QUERY_STRING".into(), String::new()),
+        ("QUERY_STRING".into(), query.into()),
+        (
+            "REQUEST_URI".into(),
+            if query.is_empty() {
+                "/".into()
+            } else {
+                format!("/?{query}")
+            },
+        ),
         ("SCRIPT_NAME".into(), String::new()),
         ("PATH_INFO".into(), String::new()),
     ]);

@@ -43,7 +43,10 @@ impl Client {
     }
 
     /// Sends and returns the status and body; a transport failure names the server.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(StatusCode, bytes::Bytes)> {
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(StatusCode, bytes::Bytes)> {
         let resp = req
             .send()
             .await
@@ -62,9 +65,8 @@ impl Client {
         if !status.is_success() {
             return Err(self.refusal(status, &body));
         }
-        serde_json::from_slice(&body).with_context(|| {
-            format!("{} answered with something that is not JSON", self.server)
-        })
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{} answered with something that is not JSON", self.server))
     }
 
     fn refusal(&self, status: StatusCode, body: &[u8]) -> anyhow::Error {
@@ -158,9 +160,15 @@ impl Client {
     }
 
     /// Runs a function once; returns its body, or an error line for a non-2xx answer.
-    pub async fn invoke(&self, name: &str, data: Vec<u8>) -> anyhow::Result<bytes::Bytes> {
+    pub async fn invoke(
+        &self,
+        name: &str,
+        query: Option<&str>,
+        data: Vec<u8>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
         let req = self
-            .request(Method::POST, &format!("/functions/{name}/invoke"))
+            .request(Method::POST, &format!("/functions/{name}/invoke{query}"))
             .body(data);
         let (status, body) = self.send(req).await?;
         if status.is_success() {
@@ -173,8 +181,9 @@ impl Client {
 
 /// The module a manifest names, relative to the manifest.
 fn wasm_path(manifest: &Path, text: &str) -> anyhow::Result<PathBuf> {
-    let value: toml::Value = toml::from_str(text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid manifest: {}", manifest.display(), e.message()))?;
+    let value: toml::Value = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!("{}: invalid manifest: {}", manifest.display(), e.message())
+    })?;
     let wasm = value
         .get("wasm")
         .and_then(toml::Value::as_str)
@@ -201,7 +210,9 @@ fn whoami() -> String {
 
 /// Short hash for tables.
 fn short(v: &Value) -> String {
-    v.as_str().map(|h| h.chars().take(12).collect()).unwrap_or_default()
+    v.as_str()
+        .map(|h| h.chars().take(12).collect())
+        .unwrap_or_default()
 }
 
 fn s(v: &Value) -> String {
@@ -270,10 +281,18 @@ pub fn print_details(d: &Value) {
         println!("name:       {}", s(&current["name"]));
         println!("version:    {}", s(&current["version"]));
         println!("route:      {}", s(&current["route"]));
-        for sch in current["schedules"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for sch in current["schedules"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             println!("schedule:   {}", s(sch));
         }
-        println!("module:     {} ({})", s(&current["module_hash"]), size(&current["module_size"]));
+        println!(
+            "module:     {} ({})",
+            s(&current["module_hash"]),
+            size(&current["module_size"])
+        );
         println!();
     }
     println!(
@@ -281,8 +300,16 @@ pub fn print_details(d: &Value) {
         "VERSION", "DEPLOYED AT", "BY", "MODULE", "SIZE"
     );
     let cur = d["current_version"].as_u64();
-    for v in d["versions"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let mark = if v["version"].as_u64() == cur && cur.is_some() { "*" } else { " " };
+    for v in d["versions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let mark = if v["version"].as_u64() == cur && cur.is_some() {
+            "*"
+        } else {
+            " "
+        };
         println!(
             "{mark} {:>7}  {:<27} {:<24} {:<12} {:>9}  {}",
             s(&v["version"]),

@@ -249,7 +249,8 @@ impl Platform {
             let mut deployed = d.clone();
             deployed.version = version;
             deployed.deployed_at = crate::store::text(now.naive_utc());
-            let function = Function::new(c.function.spec.clone(), c.function.module.clone(), deployed);
+            let function =
+                Function::new(c.function.spec.clone(), c.function.module.clone(), deployed);
             match base.with(function) {
                 Ok(r) => next = Some(r),
                 Err(conflict) => {
@@ -408,14 +409,18 @@ impl Platform {
                 ..report
             });
         }
-        let next = self.live.load().with(function).map_err(|conflict| DeployError::Conflict {
-            errors: ManifestErrors(vec![ManifestError::new(
-                Path::new(&target.source),
-                "trigger.http.path",
-                conflict.to_string(),
-            )]),
-            conflict,
-        })?;
+        let next = self
+            .live
+            .load()
+            .with(function)
+            .map_err(|conflict| DeployError::Conflict {
+                errors: ManifestErrors(vec![ManifestError::new(
+                    Path::new(&target.source),
+                    "trigger.http.path",
+                    conflict.to_string(),
+                )]),
+                conflict,
+            })?;
         tx.set_current(name, Some(target.version)).await?;
         let generation = tx.commit().await?;
         self.live.store(next);

@@ -101,6 +101,9 @@ enum Command {
         /// The body on the function's stdin: text, or @FILE, or @- for stdin.
         #[arg(long, short)]
         data: Option<String>,
+        /// The query string the function sees, e.g. `id=7&verbose=1`.
+        #[arg(long, short)]
+        query: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -145,7 +148,11 @@ impl DbArgs {
 #[derive(clap::Args)]
 struct ClientArgs {
     /// The platform's URL.
-    #[arg(long, env = "DISPATCHER_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "DISPATCHER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     server: String,
     /// The admin token.
     #[arg(long, env = "DISPATCHER_ADMIN_TOKEN", hide_env_values = true)]
@@ -160,7 +167,11 @@ impl ClientArgs {
         Client::new(&self.server, self.token.clone())
     }
 
-    fn print(&self, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value)) -> anyhow::Result<()> {
+    fn print(
+        &self,
+        value: &serde_json::Value,
+        human: impl FnOnce(&serde_json::Value),
+    ) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -269,7 +280,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(platform.clone().sync_loop(stop_rx.clone()));
             }
             if let (true, Some(dir)) = (watch, manifests) {
-                tokio::spawn(dispatcher::watch::run(platform.clone(), dir, stop_rx.clone()));
+                tokio::spawn(dispatcher::watch::run(
+                    platform.clone(),
+                    dir,
+                    stop_rx.clone(),
+                ));
             }
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -327,7 +342,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let v = client.client()?.rollback(&name, to).await?;
             client.print(&v, |v| print_reports(std::slice::from_ref(v)))
         }
-        Command::Invoke { name, data, client } => {
+        Command::Invoke {
+            name,
+            data,
+            query,
+            client,
+        } => {
             let body = match data.as_deref() {
                 None => Vec::new(),
                 Some("@-") => {
@@ -342,7 +362,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     None => d.as_bytes().to_vec(),
                 },
             };
-            let out = client.client()?.invoke(&name, body).await?;
+            let out = client
+                .client()?
+                .invoke(&name, query.as_deref(), body)
+                .await?;
             let mut stdout = std::io::stdout();
             stdout.write_all(&out)?;
             stdout.flush()?;

@@ -432,6 +432,7 @@ pub fn schedule_env(
         } else {
             "application/json"
         },
+        "",
         &function.spec.env,
     )
 }

@@ -17,8 +17,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::cgi::{self, RequestInfo};
 use crate::admin::{self, AdminToken};
+use crate::cgi::{self, RequestInfo};
 use crate::deploy::Platform;
 use crate::registry::Function;
 use crate::route::Lookup;
@@ -151,9 +151,7 @@ async fn route(
     // This request's view of the deployed set: a deploy that lands meanwhile does not
     // change the function it runs.
     let registry = state.platform.live().load();
-    let (function, pattern, matched) = match registry
-        .routes
-        .lookup(&parts.method, parts.uri.path())
+    let (function, pattern, matched) = match registry.routes.lookup(&parts.method, parts.uri.path())
     {
         Lookup::Found {
             target,

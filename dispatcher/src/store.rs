@@ -174,6 +174,8 @@ pub struct MemoryState {
     fires: HashMap<u64, MemFire>,
     keys: HashMap<FireKey, u64>,
     attempts: Vec<(u64, RunRecord)>,
+    /// Deployed modules by content hash (the catalog's, see [`crate::catalog`]).
+    pub(crate) modules: HashMap<String, std::sync::Arc<[u8]>>,
 }
 
 struct MemFire {

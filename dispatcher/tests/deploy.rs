@@ -77,7 +77,12 @@ fn fn_manifest(dir: &Path, name: &str, module: &Path, path: &str, extra: &str) -
 }
 
 async fn post(url: &str, body: &str) -> (u16, String) {
-    let r = client().post(url).body(body.to_string()).send().await.unwrap();
+    let r = client()
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -115,7 +120,10 @@ async fn deploy_invoke_redeploy_rollback_and_remove_through_the_cli() {
     let r = cli_json(&d, &["deploy", m]);
     assert_eq!(r[0]["action"], "deployed", "{r}");
     assert_eq!(r[0]["version"], 1);
-    assert_eq!(post(&d.url("/svc?do=counter"), "one").await, (200, "one".into()));
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "one").await,
+        (200, "one".into())
+    );
 
     // A deploy of the same files is a no-op.
     let r = cli_json(&d, &["deploy", m]);
@@ -140,40 +148,69 @@ async fn deploy_invoke_redeploy_rollback_and_remove_through_the_cli() {
     fn_manifest(dir.path(), "svc", &wasm("probe"), "/svc", "");
     let r = cli_json(&d, &["deploy", m]);
     assert_eq!(r[0]["version"], 2, "{r}");
-    assert_eq!(post(&d.url("/svc?do=counter"), "one").await, (200, "1".into()));
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "one").await,
+        (200, "1".into())
+    );
 
     // Rollback: version 1 answers again; rollback --to 2 brings 2 back.
     let r = cli_json(&d, &["rollback", "svc"]);
-    assert_eq!((r["action"].as_str(), r["version"].as_u64()), (Some("rolled_back"), Some(1)));
-    assert_eq!(post(&d.url("/svc?do=counter"), "one").await, (200, "one".into()));
+    assert_eq!(
+        (r["action"].as_str(), r["version"].as_u64()),
+        (Some("rolled_back"), Some(1))
+    );
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "one").await,
+        (200, "one".into())
+    );
     let r = cli_json(&d, &["rollback", "svc", "--to", "2"]);
     assert_eq!(r["version"], 2);
-    assert_eq!(post(&d.url("/svc?do=counter"), "one").await, (200, "1".into()));
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "one").await,
+        (200, "1".into())
+    );
 
     // Show: the history with the current version.
     let show = cli_json(&d, &["show", "svc"]);
     assert_eq!(show["current_version"], 2);
     assert_eq!(show["versions"].as_array().unwrap().len(), 2);
-    assert!(show["versions"][0]["source"].as_str().unwrap().ends_with("svc.toml"));
+    assert!(show["versions"][0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("svc.toml"));
 
     // Rolling back past version 1 is refused, naming why.
     cli_json(&d, &["rollback", "svc", "--to", "1"]);
     let out = cli(&d, &["rollback", "svc"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("409: function `svc` is at version 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("409: function `svc` is at version 1"),
+        "{}",
+        stderr(&out)
+    );
 
     // Remove: 404 afterwards, gone from the list, history kept.
     cli_json(&d, &["remove", "svc"]);
     assert_eq!(post(&d.url("/svc"), "x").await.0, 404);
     assert!(names(&cli_json(&d, &["list"])).is_empty());
     let out = cli(&d, &["remove", "svc"]);
-    assert!(stderr(&out).contains("404: no function named `svc` is deployed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("404: no function named `svc` is deployed"),
+        "{}",
+        stderr(&out)
+    );
     let show = cli_json(&d, &["show", "svc"]);
     assert!(show["current"].is_null());
     assert_eq!(show["versions"].as_array().unwrap().len(), 2);
 
     // A new deploy after removal is the next version.
-    fn_manifest(dir.path(), "svc", &wasm("echo"), "/svc", "[env]\nX = \"1\"\n");
+    fn_manifest(
+        dir.path(),
+        "svc",
+        &wasm("echo"),
+        "/svc",
+        "[env]\nX = \"1\"\n",
+    );
     let r = cli_json(&d, &["deploy", m]);
     assert_eq!(r[0]["version"], 3, "{r}");
     assert_eq!(post(&d.url("/svc"), "back").await, (200, "back".into()));
@@ -194,7 +231,11 @@ async fn the_admin_api_needs_the_token_and_is_off_without_one() {
     // No token, a wrong token: 401, one clear line, logged, nothing deployed.
     let out = cli_with(&d, None, &["deploy", m]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("401:") && stderr(&out).contains("needs an admin token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("401:") && stderr(&out).contains("needs an admin token"),
+        "{}",
+        stderr(&out)
+    );
     let out = cli_with(&d, Some("wrong"), &["deploy", m]);
     assert!(!out.status.success());
     assert!(
@@ -209,8 +250,14 @@ async fn the_admin_api_needs_the_token_and_is_off_without_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(d.wait_for_log("admin request without a token refused", Duration::from_secs(5)));
-    assert!(d.wait_for_log("admin request with a wrong token refused", Duration::from_secs(5)));
+    assert!(d.wait_for_log(
+        "admin request without a token refused",
+        Duration::from_secs(5)
+    ));
+    assert!(d.wait_for_log(
+        "admin request with a wrong token refused",
+        Duration::from_secs(5)
+    ));
     assert_eq!(post(&d.url("/svc"), "x").await.0, 404);
     assert_eq!(version_rows(&db), "");
 
@@ -231,8 +278,19 @@ async fn the_admin_api_needs_the_token_and_is_off_without_one() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let out = cli(&off, &["list"]);
-    assert!(stderr(&out).contains("404: the admin API is off"), "{}", stderr(&out));
-    assert_eq!(http.get(off.url("/_dispatcher/health")).send().await.unwrap().status(), 200);
+    assert!(
+        stderr(&out).contains("404: the admin API is off"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        http.get(off.url("/_dispatcher/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(post(&off.url("/svc"), "still").await, (200, "still".into()));
 }
 
@@ -240,18 +298,36 @@ async fn the_admin_api_needs_the_token_and_is_off_without_one() {
 async fn bad_deploys_are_refused_and_change_nothing() {
     let (db, d) = platform("bad");
     let dir = tempfile::tempdir().unwrap();
-    let good = fn_manifest(dir.path(), "echo", &wasm("echo"), "/echo", "methods = [\"POST\"]\n");
-    assert!(cli(&d, &["deploy", good.to_str().unwrap()]).status.success());
+    let good = fn_manifest(
+        dir.path(),
+        "echo",
+        &wasm("echo"),
+        "/echo",
+        "methods = [\"POST\"]\n",
+    );
+    assert!(cli(&d, &["deploy", good.to_str().unwrap()])
+        .status
+        .success());
     let before = version_rows(&db);
     let list_before = names(&cli_json(&d, &["list"]));
 
     let check_unchanged = |what: &str| {
         assert_eq!(version_rows(&db), before, "{what} changed the catalog");
-        assert_eq!(names(&cli_json(&d, &["list"])), list_before, "{what} changed the list");
+        assert_eq!(
+            names(&cli_json(&d, &["list"])),
+            list_before,
+            "{what} changed the list"
+        );
     };
 
     // A route another function owns: 409 naming it.
-    let clash = fn_manifest(dir.path(), "echo2", &wasm("echo"), "/echo", "methods = [\"POST\"]\n");
+    let clash = fn_manifest(
+        dir.path(),
+        "echo2",
+        &wasm("echo"),
+        "/echo",
+        "methods = [\"POST\"]\n",
+    );
     let out = cli(&d, &["deploy", clash.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
@@ -262,10 +338,24 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     check_unchanged("a route conflict");
 
     // An invalid manifest: 400 naming the file and field.
-    manifest(dir.path(), "typo", &format!("name = \"typo\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/typo\"\nmemory = 5\n", wasm("echo").display()));
-    let out = cli(&d, &["deploy", dir.path().join("typo.toml").to_str().unwrap()]);
+    manifest(
+        dir.path(),
+        "typo",
+        &format!(
+            "name = \"typo\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/typo\"\nmemory = 5\n",
+            wasm("echo").display()
+        ),
+    );
+    let out = cli(
+        &d,
+        &["deploy", dir.path().join("typo.toml").to_str().unwrap()],
+    );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("400: typo.toml:") && stderr(&out).contains("memory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("400: typo.toml:") && stderr(&out).contains("memory"),
+        "{}",
+        stderr(&out)
+    );
     check_unchanged("an invalid manifest");
 
     // A broken module.
@@ -273,7 +363,11 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     std::fs::write(&broken, b"\0asm\x01\0\0\0\xff\xff").unwrap();
     let m = fn_manifest(dir.path(), "broken", &broken, "/broken", "");
     let out = cli(&d, &["deploy", m.to_str().unwrap()]);
-    assert!(stderr(&out).contains("400:") && stderr(&out).contains("not a valid WebAssembly module"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("400:") && stderr(&out).contains("not a valid WebAssembly module"),
+        "{}",
+        stderr(&out)
+    );
     check_unchanged("an invalid module");
 
     // A module importing what the host does not provide.
@@ -284,7 +378,11 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     );
     let m = fn_manifest(dir.path(), "foreign", &foreign, "/foreign", "");
     let out = cli(&d, &["deploy", m.to_str().unwrap()]);
-    assert!(stderr(&out).contains("400:") && stderr(&out).contains("env::host_magic"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("400:") && stderr(&out).contains("env::host_magic"),
+        "{}",
+        stderr(&out)
+    );
     check_unchanged("a module with unknown imports");
 
     // A body that is not a deploy form.
@@ -348,7 +446,10 @@ async fn a_64_mib_module_deploys_and_a_restart_keeps_the_deployed_set() {
         ..admin_opts(&db)
     });
     assert_eq!(post(&again.url("/big"), "kept").await, (200, "kept".into()));
-    assert_eq!(names(&cli_json(&again, &["list"])), vec![("big".to_string(), 1)]);
+    assert_eq!(
+        names(&cli_json(&again, &["list"])),
+        vec![("big".to_string(), 1)]
+    );
 }
 
 #[tokio::test]
@@ -357,15 +458,30 @@ async fn startup_manifests_deploy_once_and_unchanged_files_are_no_ops() {
     let dir = tempfile::tempdir().unwrap();
     fn_manifest(dir.path(), "echo", &wasm("echo"), "/echo", "");
     let d = Dispatcher::start_with(dir.path(), admin_opts(&db));
-    assert_eq!(names(&cli_json(&d, &["list"])), vec![("echo".to_string(), 1)]);
+    assert_eq!(
+        names(&cli_json(&d, &["list"])),
+        vec![("echo".to_string(), 1)]
+    );
     drop(d);
     let d = Dispatcher::start_with(dir.path(), admin_opts(&db));
-    assert_eq!(names(&cli_json(&d, &["list"])), vec![("echo".to_string(), 1)]);
+    assert_eq!(
+        names(&cli_json(&d, &["list"])),
+        vec![("echo".to_string(), 1)]
+    );
     assert!(d.wait_for_log("unchanged", Duration::from_secs(5)));
     drop(d);
-    fn_manifest(dir.path(), "echo", &wasm("echo"), "/echo", "[env]\nA = \"b\"\n");
+    fn_manifest(
+        dir.path(),
+        "echo",
+        &wasm("echo"),
+        "/echo",
+        "[env]\nA = \"b\"\n",
+    );
     let d = Dispatcher::start_with(dir.path(), admin_opts(&db));
-    assert_eq!(names(&cli_json(&d, &["list"])), vec![("echo".to_string(), 2)]);
+    assert_eq!(
+        names(&cli_json(&d, &["list"])),
+        vec![("echo".to_string(), 2)]
+    );
     assert_eq!(post(&d.url("/echo"), "v2").await, (200, "v2".into()));
 }
 
@@ -382,7 +498,14 @@ async fn a_second_replica_serves_a_deploy_within_2_s() {
     assert!(cli(&a, &["remove", "svc"]).status.success());
     assert!(wait_until(Duration::from_secs(5), || {
         std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &b.url("/svc")])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &b.url("/svc"),
+            ])
             .output()
             .map(|o| o.stdout == b"404")
             .unwrap_or(false)
@@ -406,7 +529,10 @@ async fn a_second_replica_serves_a_deploy_within_2_s() {
         }
         let took = started.elapsed();
         assert_eq!(seen, want, "replica b did not follow the {step}");
-        assert!(took < Duration::from_secs(2), "replica b took {took:?} to follow the {step}");
+        assert!(
+            took < Duration::from_secs(2),
+            "replica b took {took:?} to follow the {step}"
+        );
         println!("replica b followed the {step} in {took:?}");
     }
 }
@@ -435,12 +561,24 @@ async fn redeploy_rollback_and_remove_under_load_fail_no_request() {
         fn_manifest(dir.path(), "svc", &wasm("probe"), "/svc", "");
         assert!(cli(&d, &["deploy", &svc]).status.success());
         std::thread::sleep(Duration::from_millis(150));
-        fn_manifest(dir.path(), "svc", &wasm("echo"), "/svc", &format!("[env]\nROUND = \"{round}\"\n"));
+        fn_manifest(
+            dir.path(),
+            "svc",
+            &wasm("echo"),
+            "/svc",
+            &format!("[env]\nROUND = \"{round}\"\n"),
+        );
         assert!(cli(&d, &["deploy", &svc]).status.success());
         std::thread::sleep(Duration::from_millis(150));
         // Roll back, and update another function meanwhile.
         assert!(cli(&d, &["rollback", "svc"]).status.success());
-        fn_manifest(dir.path(), "other", &wasm("probe"), "/other", &format!("[env]\nROUND = \"{round}\"\n"));
+        fn_manifest(
+            dir.path(),
+            "other",
+            &wasm("probe"),
+            "/other",
+            &format!("[env]\nROUND = \"{round}\"\n"),
+        );
         assert!(cli(&d, &["deploy", &other]).status.success());
         std::thread::sleep(Duration::from_millis(150));
         steps += 4;
@@ -454,7 +592,11 @@ async fn redeploy_rollback_and_remove_under_load_fail_no_request() {
     std::thread::sleep(Duration::from_millis(400));
     assert!(cli(&d, &["remove", "slow"]).status.success());
     assert_eq!(post(&d.url("/slow?do=counter"), "").await.0, 404);
-    assert_eq!(slow_req.await.unwrap().0, 200, "the in-flight request was cut off");
+    assert_eq!(
+        slow_req.await.unwrap().0,
+        200,
+        "the in-flight request was cut off"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     let svc_result = load.stop();
@@ -463,12 +605,31 @@ async fn redeploy_rollback_and_remove_under_load_fail_no_request() {
         "{steps} changes under load: svc {} ok, other {} ok",
         svc_result.ok, other_result.ok
     );
-    assert!(svc_result.failures.is_empty(), "svc failures: {:?}", &svc_result.failures[..svc_result.failures.len().min(5)]);
-    assert!(other_result.failures.is_empty(), "other failures: {:?}", &other_result.failures[..other_result.failures.len().min(5)]);
-    assert!(svc_result.ok > 100 && other_result.ok > 50, "too little load to mean anything");
+    assert!(
+        svc_result.failures.is_empty(),
+        "svc failures: {:?}",
+        &svc_result.failures[..svc_result.failures.len().min(5)]
+    );
+    assert!(
+        other_result.failures.is_empty(),
+        "other failures: {:?}",
+        &other_result.failures[..other_result.failures.len().min(5)]
+    );
+    assert!(
+        svc_result.ok > 100 && other_result.ok > 50,
+        "too little load to mean anything"
+    );
     // Both versions answered: the swaps happened under load.
-    assert!(svc_result.bodies.contains(&"echo".to_string()), "{:?}", svc_result.bodies);
-    assert!(svc_result.bodies.contains(&"1".to_string()), "{:?}", svc_result.bodies);
+    assert!(
+        svc_result.bodies.contains(&"echo".to_string()),
+        "{:?}",
+        svc_result.bodies
+    );
+    assert!(
+        svc_result.bodies.contains(&"1".to_string()),
+        "{:?}",
+        svc_result.bodies
+    );
 }
 
 #[tokio::test]
@@ -485,7 +646,10 @@ async fn serve_watch_redeploys_a_rebuilt_wasm() {
             ..admin_opts(&db)
         },
     );
-    assert_eq!(post(&d.url("/svc?do=counter"), "e").await, (200, "e".into()));
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "e").await,
+        (200, "e".into())
+    );
 
     // "Rebuild": the new module lands by rename, as cargo and editors do.
     let tmp = dir.path().join("svc.wasm.tmp");
@@ -501,11 +665,98 @@ async fn serve_watch_redeploys_a_rebuilt_wasm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(body, "1", "the rebuilt module was not picked up");
-    println!("--watch picked up the rebuilt module in {:?}", started.elapsed());
-    assert_eq!(names(&cli_json(&d, &["list"])), vec![("svc".to_string(), 2)]);
+    println!(
+        "--watch picked up the rebuilt module in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        names(&cli_json(&d, &["list"])),
+        vec![("svc".to_string(), 2)]
+    );
 
     // A broken edit is logged and the running version stays.
     std::fs::write(dir.path().join("svc.toml"), "name = \"svc\"\nwasm = 5\n").unwrap();
     assert!(d.wait_for_log("not redeployed", Duration::from_secs(5)));
-    assert_eq!(post(&d.url("/svc?do=counter"), "e").await, (200, "1".into()));
+    assert_eq!(
+        post(&d.url("/svc?do=counter"), "e").await,
+        (200, "1".into())
+    );
+}
+
+/// Fire runs of `function` recorded in the platform database.
+fn fires(db: &PlatformDb, function: &str) -> usize {
+    sql(&format!(
+        "SELECT COUNT(*) FROM {}.dispatcher_schedule_fires WHERE function_name = '{function}'",
+        db.name
+    ))
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deployed_schedule_fires_and_stops_when_removed() {
+    let (db, d) = platform("sched");
+    let dir = tempfile::tempdir().unwrap();
+    manifest(
+        dir.path(),
+        "tick",
+        &format!(
+            "name = \"tick\"\nwasm = \"{}\"\n[[trigger.schedule]]\nname = \"every\"\ncron = \"* * * * * *\"\n",
+            wasm("probe").display()
+        ),
+    );
+    let m = dir.path().join("tick.toml");
+    assert!(cli(&d, &["deploy", m.to_str().unwrap()]).status.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || fires(&db, "tick") >= 2),
+        "the deployed schedule did not fire: {}",
+        d.log_text()
+    );
+    let list = cli_json(&d, &["list"]);
+    assert_eq!(list[0]["schedules"][0], "every \"* * * * * *\" UTC");
+
+    // Invoke runs a job once, as its own event, with the body and query given.
+    let out = cli(
+        &d,
+        &["invoke", "tick", "--query", "do=env", "--data", "{\"k\":1}"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(env["env"]["TRIGGER"], "invoke", "{env}");
+    assert_eq!(env["stdin_len"], 7, "{env}");
+
+    assert!(cli(&d, &["remove", "tick"]).status.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    let after_remove = fires(&db, "tick");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        fires(&db, "tick"),
+        after_remove,
+        "a removed schedule kept firing"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_platform_database_refuses_deploys_and_keeps_serving() {
+    let (db, d) = platform("lost");
+    let dir = tempfile::tempdir().unwrap();
+    let m = fn_manifest(dir.path(), "svc", &wasm("echo"), "/svc", "");
+    assert!(cli(&d, &["deploy", m.to_str().unwrap()]).status.success());
+
+    // The catalog's tables vanish (as if the database were lost).
+    sql(&format!("DROP DATABASE {}", db.name));
+    let other = fn_manifest(dir.path(), "other", &wasm("echo"), "/other", "");
+    let out = cli(&d, &["deploy", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("503: the platform database failed, nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(post(&d.url("/other"), "x").await.0, 404);
+    assert_eq!(post(&d.url("/svc"), "still").await, (200, "still".into()));
+    assert!(d.wait_for_log("cannot read the deploy catalog", Duration::from_secs(5)));
+    // Recreated so that PlatformDb's drop finds it.
+    sql(&format!("CREATE DATABASE {}", db.name));
 }

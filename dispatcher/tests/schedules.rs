@@ -11,7 +11,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{manifest, sql, wait_until, wasm, Dispatcher, Options, PlatformDb};
 
-
 fn job(dir: &Path, name: &str, schedule: &str, env: &str) {
     manifest(
         dir,

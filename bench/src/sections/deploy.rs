@@ -68,7 +68,7 @@ fn largest(artifacts: &Artifacts) -> anyhow::Result<Subject> {
 fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
     let subject = largest(artifacts)?;
     println!(
-        "  function: {} ({:.2} MiB), answered by POST /{} with an empty JSON list",
+        "  function: {} ({:.2} MiB), answered by POST /{} with one order",
         subject.name,
         subject.size as f64 / (1 << 20) as f64,
         subject.name
@@ -84,12 +84,21 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
     std::fs::write(
         &manifest,
         format!(
-            "name = \"{name}\"\nwasm = \"{wasm}\"\n[trigger.http]\npath = \"/{name}\"\nmethods = [\"POST\"]\n[env]\nDATABASE_URL = \"mysql://root@127.0.0.1:3306/{DATA_DB}\"\n",
+            "name = \"{name}\"\nwasm = \"{wasm}\"\n[trigger.http]\npath = \"/{name}\"\nmethods = [\"POST\"]\n[env]\nDATABASE_URL = \"mysql://root@127.0.0.1:3306/{DATA_DB}\"\n[network]\nallow = [\"127.0.0.1:3306\"]\n",
             name = subject.name,
             wasm = subject.wasm.display()
         ),
     )?;
     let route = format!("/{}", subject.name);
+    // `init` creates the orders table; it is deployed and invoked once per platform, untimed.
+    let init = tmp.path().join("init.toml");
+    std::fs::write(
+        &init,
+        format!(
+            "name = \"init\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/init\"\n[env]\nDATABASE_URL = \"mysql://root@127.0.0.1:3306/{DATA_DB}\"\n[network]\nallow = [\"127.0.0.1:3306\"]\n",
+            wasm(artifacts, "init")?.display()
+        ),
+    )?;
 
     let (mut cold, mut cached, mut restart) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..RUNS {
@@ -105,9 +114,15 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
             servers::DISPATCHER_READY,
             Some(&log),
         )?;
-        cold.push(deploy_to_first_response(artifacts, addr, &manifest, &route)?);
+        cli(artifacts, addr, &["deploy", &init.display().to_string()])?;
+        cli(artifacts, addr, &["invoke", "init"])?;
+        cold.push(deploy_to_first_response(
+            artifacts, addr, &manifest, &route,
+        )?);
         cli(artifacts, addr, &["remove", subject.name])?;
-        cached.push(deploy_to_first_response(artifacts, addr, &manifest, &route)?);
+        cached.push(deploy_to_first_response(
+            artifacts, addr, &manifest, &route,
+        )?);
 
         // The baseline: a restart that deploys the folder, cache empty.
         let addr = free_local_addr()?;
@@ -138,7 +153,12 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
 }
 
 /// `dispatcher serve` with the admin API on, its catalog in `catalog`, no manifests.
-fn platform_command(artifacts: &Artifacts, addr: SocketAddr, cache: &Path, catalog: &str) -> Command {
+fn platform_command(
+    artifacts: &Artifacts,
+    addr: SocketAddr,
+    cache: &Path,
+    catalog: &str,
+) -> Command {
     let mut cmd = Command::new(&artifacts.dispatcher);
     cmd.arg("serve")
         .arg("--listen")
@@ -147,7 +167,10 @@ fn platform_command(artifacts: &Artifacts, addr: SocketAddr, cache: &Path, catal
         .arg(cache)
         .env_remove("DATABASE_URL")
         .env_remove("DISPATCHER_MANIFESTS")
-        .env("DISPATCHER_DB", format!("mysql://root@127.0.0.1:3306/{catalog}"))
+        .env(
+            "DISPATCHER_DB",
+            format!("mysql://root@127.0.0.1:3306/{catalog}"),
+        )
         .env("DISPATCHER_ADMIN_TOKEN", TOKEN)
         .env("NO_COLOR", "1");
     cmd
@@ -178,7 +201,11 @@ fn deploy_to_first_response(
     route: &str,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    cli(artifacts, addr, &["deploy", &manifest.display().to_string()])?;
+    cli(
+        artifacts,
+        addr,
+        &["deploy", &manifest.display().to_string()],
+    )?;
     let deployed = started.elapsed();
     let first = first_200(addr, route, started, || Ok(()))?;
     println!(
@@ -189,13 +216,20 @@ fn deploy_to_first_response(
     Ok(first)
 }
 
-fn spawn_to_first_response(cmd: &mut Command, addr: SocketAddr, route: &str) -> anyhow::Result<Duration> {
+fn spawn_to_first_response(
+    cmd: &mut Command,
+    addr: SocketAddr,
+    route: &str,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut child = ChildGuard::spawn("dispatcher (restart)", cmd, None)?;
     first_200(addr, route, started, || child.ensure_running())
 }
 
-/// Polls `POST route` with `[]` until it answers 200.
+/// One order, as `create_orders` takes them.
+const ORDER: &[u8] = br#"[{"order_id":1,"product_id":12,"quantity":2,"amount":56.0,"shipping":15.0,"tax":2.0,"shipping_address":"Mataderos 2312"}]"#;
+
+/// Polls `POST route` with one order until it answers 200.
 fn first_200(
     addr: SocketAddr,
     route: &str,
@@ -203,7 +237,7 @@ fn first_200(
     mut alive: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Duration> {
     loop {
-        match probe::post(addr, route, b"[]", Duration::from_secs(10)) {
+        match probe::post(addr, route, ORDER, Duration::from_secs(10)) {
             Ok(reply) if reply.status == 200 => return Ok(started.elapsed()),
             Ok(reply) if reply.status == 404 => {}
             Ok(reply) => anyhow::bail!(
@@ -225,6 +259,10 @@ fn median(what: &str, samples: &[Duration]) -> Duration {
     sorted.sort_unstable();
     let m = sorted[sorted.len() / 2];
     let all: Vec<String> = samples.iter().map(|d| format!("{:.1}", ms(*d))).collect();
-    println!("  {what:<40} median {:7.1} ms   (runs: {} ms)", ms(m), all.join(", "));
+    println!(
+        "  {what:<40} median {:7.1} ms   (runs: {} ms)",
+        ms(m),
+        all.join(", ")
+    );
     m
 }
