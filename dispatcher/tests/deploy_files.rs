@@ -46,6 +46,12 @@ fn compose_wires_the_dispatcher_to_a_healthy_mariadb() {
     for var in ["DATABASE_URL", "NOTIFY_URL"] {
         assert!(env.contains_key(var), "{var} is not set for the dispatcher");
     }
+    // The admin token comes from the operator's shell, never from the file itself.
+    assert_eq!(
+        d["environment"]["DISPATCHER_ADMIN_TOKEN"],
+        "${DISPATCHER_ADMIN_TOKEN:-}",
+        "the admin token must be passed through, not written down"
+    );
     let volumes = c["volumes"].as_mapping().unwrap();
     let db_volume = db["volumes"][0]
         .as_str()
