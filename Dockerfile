@@ -8,7 +8,9 @@ RUN apt-get update \
 RUN rustup target add wasm32-wasip1
 WORKDIR /src
 COPY . .
-RUN cargo build --release --target wasm32-wasip1 --workspace --exclude dispatcher --exclude bench \
+# The functions with fat LTO and one codegen unit, as `make functions` builds them.
+RUN CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+    cargo build --release --target wasm32-wasip1 --workspace --exclude dispatcher --exclude bench \
  && cargo build --release -p dispatcher
 
 FROM debian:bookworm-slim

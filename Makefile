@@ -9,6 +9,11 @@ export NOTIFY_URL ?= http://127.0.0.1:9000/events
 WASM_TARGET := wasm32-wasip1
 # Every workspace member except the native ones is a function crate built for wasm.
 NATIVE := --exclude dispatcher --exclude bench
+# The functions are built with fat LTO and one codegen unit: the orders modules shrink from
+# 2.5 to 2.1 MB, compile (deploy) 25% faster and use 20% less CPU per request (`make bench`,
+# A/B). The native dispatcher keeps the plain release profile: LTO would make its link take
+# minutes. bench/src/artifacts.rs and the Dockerfile use the same settings.
+WASM_PROFILE := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 
 .PHONY: all setup database functions dispatcher run test bench check clean
 
@@ -21,7 +26,7 @@ database:
 	@scripts/mariadb.sh
 
 functions: setup
-	$(CARGO) build --release --target $(WASM_TARGET) --workspace $(NATIVE)
+	$(WASM_PROFILE) $(CARGO) build --release --target $(WASM_TARGET) --workspace $(NATIVE)
 
 dispatcher:
 	$(CARGO) build --release -p dispatcher

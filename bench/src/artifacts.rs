@@ -69,25 +69,32 @@ impl Artifacts {
 /// `cargo run -p bench` builds only the `bench` bin, so the baselines beside it may be missing or
 /// stale; the dispatcher binary and the functions are built here too, for runs outside `make`.
 fn build() -> anyhow::Result<()> {
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "bench",
-        "-p",
-        "dispatcher",
-        "--bins",
-    ])?;
-    cargo(&[
-        "build",
-        "--release",
-        "--target",
-        WASM_TARGET,
-        "-p",
-        "noop",
-        "-p",
-        "echo",
-    ])
+    cargo(
+        &[
+            "build",
+            "--release",
+            "-p",
+            "bench",
+            "-p",
+            "dispatcher",
+            "--bins",
+        ],
+        &[],
+    )?;
+    // The same settings as the Makefile's `functions`, so neither build undoes the other.
+    cargo(
+        &[
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "-p",
+            "noop",
+            "-p",
+            "echo",
+        ],
+        WASM_PROFILE,
+    )
     .context("building the functions (is the wasm32-wasip1 target installed? run scripts/setup.sh)")
 }
 
@@ -103,10 +110,17 @@ fn must_exist(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs `cargo ARGS` (the cargo that started us, if any) quietly, failing on a non-zero exit.
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+/// The profile settings of the function builds (the Makefile's `WASM_PROFILE`).
+const WASM_PROFILE: &[(&str, &str)] = &[
+    ("CARGO_PROFILE_RELEASE_LTO", "true"),
+    ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
+];
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .arg("--quiet")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()

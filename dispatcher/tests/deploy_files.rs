@@ -48,8 +48,7 @@ fn compose_wires_the_dispatcher_to_a_healthy_mariadb() {
     }
     // The admin token comes from the operator's shell, never from the file itself.
     assert_eq!(
-        d["environment"]["DISPATCHER_ADMIN_TOKEN"],
-        "${DISPATCHER_ADMIN_TOKEN:-}",
+        d["environment"]["DISPATCHER_ADMIN_TOKEN"], "${DISPATCHER_ADMIN_TOKEN:-}",
         "the admin token must be passed through, not written down"
     );
     let volumes = c["volumes"].as_mapping().unwrap();
