@@ -44,6 +44,20 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Prints every sample of a repeated measurement on one line and returns the median.
+pub fn print_median(what: &str, samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let all: Vec<String> = samples.iter().map(|d| format!("{:.1}", ms(*d))).collect();
+    println!(
+        "  {what:<40} median {:7.1} ms   (runs: {} ms)",
+        ms(median),
+        all.join(", ")
+    );
+    median
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

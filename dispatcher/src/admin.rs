@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use crate::cgi;
 use crate::deploy::{DeployError, Upload};
-use crate::server::{error_response, read_body, respond, AppState, BodyError};
+use crate::server::{admit, error_response, read_body, respond, AppState, BodyError};
 
 /// The reserved prefix.
 pub const PREFIX: &str = "/_dispatcher";
@@ -375,24 +375,9 @@ async fn invoke(
         Ok(b) => b,
         Err(resp) => return (who, resp),
     };
-    let permit = match tokio::time::timeout(
-        state.config.queue_timeout,
-        function.permits.clone().acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => {
-            let mut resp = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                Some(&function.name),
-                "too many requests in flight for this function; retry shortly",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return (who, resp);
-        }
+    let permit = match admit(&function, state.config.queue_timeout).await {
+        Ok(p) => p,
+        Err(resp) => return (who, resp),
     };
     let content_type = parts
         .headers

@@ -208,23 +208,9 @@ async fn route(
         }
     };
 
-    let permit = match tokio::time::timeout(
-        state.config.queue_timeout,
-        function.permits.clone().acquire_owned(),
-    )
-    .await
-    {
-        Ok(Ok(permit)) => permit,
-        _ => {
-            let mut resp = fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many requests in flight for this function; retry shortly",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return (name, resp);
-        }
+    let permit = match admit(function, state.config.queue_timeout).await {
+        Ok(permit) => permit,
+        Err(resp) => return (name, resp),
     };
 
     let info = RequestInfo {
@@ -242,6 +228,28 @@ async fn route(
     let result = function.module.invoke(inv).await;
     drop(permit);
     (name, respond(function, result))
+}
+
+/// Waits up to `queue_timeout` for one of the function's `max_concurrency` slots; past it,
+/// 503 with `Retry-After`.
+pub(crate) async fn admit(
+    function: &Function,
+    queue_timeout: Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response<Body>> {
+    match tokio::time::timeout(queue_timeout, function.permits.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                Some(&function.name),
+                "too many requests in flight for this function; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(resp)
+        }
+    }
 }
 
 /// Why a request body was not read.

@@ -18,7 +18,7 @@ use crate::probe;
 use crate::process::{free_local_addr, ChildGuard};
 use crate::report::Row;
 use crate::servers;
-use crate::stats::ms;
+use crate::stats::{ms, print_median};
 
 pub const SECTION: Section = Section {
     name: "deploy",
@@ -131,9 +131,9 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
         restart.push(spawn_to_first_response(&mut cmd, addr, &route)?);
         recreate_database(&catalog).ok();
     }
-    let cold = median("deploy, never compiled", &cold);
-    let cached = median("deploy, compiled before", &cached);
-    let restart = median("restart with the manifest (baseline)", &restart);
+    let cold = print_median("deploy, never compiled", &cold);
+    let cached = print_median("deploy, compiled before", &cached);
+    let restart = print_median("restart with the manifest (baseline)", &restart);
     Ok(vec![
         Row::new(
             "deploy -> first 200, cold",
@@ -252,17 +252,4 @@ fn first_200(
         }
         std::thread::sleep(POLL);
     }
-}
-
-fn median(what: &str, samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let m = sorted[sorted.len() / 2];
-    let all: Vec<String> = samples.iter().map(|d| format!("{:.1}", ms(*d))).collect();
-    println!(
-        "  {what:<40} median {:7.1} ms   (runs: {} ms)",
-        ms(m),
-        all.join(", ")
-    );
-    m
 }

@@ -15,7 +15,7 @@ use crate::probe;
 use crate::process::{free_local_addr, ChildGuard};
 use crate::report::Row;
 use crate::servers::{self, ECHO_PATH};
-use crate::stats::ms;
+use crate::stats::{ms, print_median};
 
 pub const SECTION: Section = Section {
     name: "startup",
@@ -63,9 +63,9 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
             None,
         )?);
     }
-    let cold = report("dispatcher, empty cache (compiles)", &cold);
-    let warm = report("dispatcher, warm cache (loads)", &warm);
-    let native = report("native hyper echo", &native);
+    let cold = print_median("dispatcher, empty cache (compiles)", &cold);
+    let warm = print_median("dispatcher, warm cache (loads)", &warm);
+    let native = print_median("native hyper echo", &native);
 
     let row = |measure: &str, d: Duration| {
         Row::new(
@@ -111,20 +111,6 @@ fn first_response(
             }
         }
     }
-}
-
-/// Prints every run and returns the median.
-fn report(what: &str, samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let median = sorted[sorted.len() / 2];
-    let all: Vec<String> = samples.iter().map(|d| format!("{:.1}", ms(*d))).collect();
-    println!(
-        "  {what:<36} median {:6.1} ms   (runs: {} ms)",
-        ms(median),
-        all.join(", ")
-    );
-    median
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
