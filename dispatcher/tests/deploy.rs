@@ -108,7 +108,13 @@ fn version_rows(db: &PlatformDb) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_invoke_redeploy_rollback_and_remove_through_the_cli() {
-    let (_db, d) = platform("cli");
+    let db = PlatformDb::create("cli");
+    // A compile cache of its own, so that "compiled" below means this platform compiled.
+    let cache = tempfile::tempdir().unwrap();
+    let d = Dispatcher::start_bare(Options {
+        cache_dir: Some(cache.path()),
+        ..admin_opts(&db)
+    });
     let dir = tempfile::tempdir().unwrap();
     let m = fn_manifest(dir.path(), "svc", &wasm("echo"), "/svc", "");
     let m = m.to_str().unwrap();
@@ -148,6 +154,7 @@ async fn deploy_invoke_redeploy_rollback_and_remove_through_the_cli() {
     fn_manifest(dir.path(), "svc", &wasm("probe"), "/svc", "");
     let r = cli_json(&d, &["deploy", m]);
     assert_eq!(r[0]["version"], 2, "{r}");
+    assert_eq!(r[0]["compiled"], true, "probe was never compiled here: {r}");
     assert_eq!(
         post(&d.url("/svc?do=counter"), "one").await,
         (200, "1".into())
@@ -213,6 +220,8 @@ async fn deploy_invoke_redeploy_rollback_and_remove_through_the_cli() {
     );
     let r = cli_json(&d, &["deploy", m]);
     assert_eq!(r[0]["version"], 3, "{r}");
+    // A module seen before is not compiled again.
+    assert_eq!(r[0]["compiled"], false, "{r}");
     assert_eq!(post(&d.url("/svc"), "back").await, (200, "back".into()));
 }
 
