@@ -425,6 +425,8 @@ async fn guest_stderr_is_logged_with_the_function_name() {
     let resp = client().get(d.url("/t?do=stderr")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(d.wait_for_log("second line from the probe", Duration::from_secs(5)));
+    // The request's own line is written after the response, so it may come a moment later.
+    assert!(d.wait_for_log("status=200", Duration::from_secs(5)));
     let log = d.log_text();
     let line = log
         .lines()
