@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDateTime;
 use mysql_async::prelude::*;
-use mysql_async::{Transaction, TxOpts};
+use mysql_async::{IsolationLevel, Transaction, TxOpts};
 use serde::Serialize;
 
 use crate::runtime::content_hash;
@@ -303,7 +303,11 @@ impl Store {
                 Ok(CatalogTx::Memory { guard, draft })
             }
             Store::Db(pool) => {
-                let mut tx = pool.start_transaction(TxOpts::default()).await?;
+                // Read committed: once the lock is ours, every read sees what the replica
+                // that held it before committed.
+                let mut opts = TxOpts::default();
+                opts.with_isolation_level(IsolationLevel::ReadCommitted);
+                let mut tx = pool.start_transaction(opts).await?;
                 tx.query_drop("SELECT generation FROM dispatcher_catalog WHERE id = 1 FOR UPDATE")
                     .await?;
                 Ok(CatalogTx::Db(tx))

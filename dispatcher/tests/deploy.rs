@@ -769,3 +769,52 @@ async fn a_lost_platform_database_refuses_deploys_and_keeps_serving() {
     // Recreated so that PlatformDb's drop finds it.
     sql(&format!("CREATE DATABASE {}", db.name));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_deploys_to_two_replicas_cannot_both_take_a_route() {
+    let (db, a) = platform("race");
+    let b = Dispatcher::start_bare(admin_opts(&db));
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let path = format!("/r{round}");
+        let one = fn_manifest(dir.path(), &format!("one{round}"), &wasm("echo"), &path, "");
+        let two = fn_manifest(
+            dir.path(),
+            &format!("two{round}"),
+            &wasm("probe"),
+            &path,
+            "",
+        );
+        let (one, two) = (
+            one.to_str().unwrap().to_string(),
+            two.to_str().unwrap().to_string(),
+        );
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| cli(&a, &["deploy", &one]));
+            let tb = s.spawn(|| cli(&b, &["deploy", &two]));
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert!(
+            ra.status.success() != rb.status.success(),
+            "exactly one deploy may win: a: {} b: {}",
+            stderr(&ra),
+            stderr(&rb)
+        );
+        let loser = if ra.status.success() { &rb } else { &ra };
+        assert!(stderr(loser).contains("409: route"), "{}", stderr(loser));
+        // Both replicas serve the winner.
+        let want = if ra.status.success() { "x" } else { "1" };
+        for d in [&a, &b] {
+            let url = d.url(&format!("{path}?do=counter"));
+            let mut got = (0, String::new());
+            for _ in 0..100 {
+                got = post(&url, "x").await;
+                if got == (200, want.to_string()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(got, (200, want.to_string()), "replica {} at {path}", d.url);
+        }
+    }
+}
