@@ -7,6 +7,7 @@
 //! is committed, and only then is the registry swapped. A refused change touches nothing.
 //! Other replicas see the new generation within [`SYNC_EVERY`] and load what changed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,8 +139,11 @@ pub struct Platform {
     runtime: Runtime,
     store: Arc<Store>,
     live: Arc<Live>,
-    /// Orders this process's changes, and holds the catalog generation `live` reflects.
+    /// Orders this process's changes, and holds the catalog generation `live` reflects
+    /// (`None`: not reached yet, or something failed to load).
     synced: Mutex<Option<u64>>,
+    /// Versions that failed to load here, so each failure is logged once.
+    failing: std::sync::Mutex<HashSet<(String, u32)>>,
 }
 
 fn env_lookup(k: &str) -> Option<String> {
@@ -154,6 +158,7 @@ impl Platform {
             store,
             live: Arc::new(Live::new(Registry::default())),
             synced: Mutex::new(None),
+            failing: std::sync::Mutex::default(),
         });
         platform.sync().await?;
         Ok(platform)
@@ -210,7 +215,7 @@ impl Platform {
         let mut synced = self.synced.lock().await;
         let mut tx = self.store.begin_change().await?;
         let snapshot = tx.snapshot().await?;
-        self.apply(&mut synced, snapshot).await;
+        let complete = self.apply(&mut synced, snapshot).await;
         let mut next: Option<Registry> = None;
         let mut reports = Vec::new();
         let mut conflicts = Vec::new();
@@ -289,7 +294,7 @@ impl Platform {
         if let Some(next) = next {
             let generation = tx.commit().await?;
             self.live.store(next);
-            *synced = Some(generation);
+            *synced = complete.then_some(generation);
             for r in reports.iter().filter(|r| r.action == "deployed") {
                 tracing::info!(
                     function = %r.name,
@@ -356,7 +361,7 @@ impl Platform {
         let mut synced = self.synced.lock().await;
         let mut tx = self.store.begin_change().await?;
         let snapshot = tx.snapshot().await?;
-        self.apply(&mut synced, snapshot).await;
+        let complete = self.apply(&mut synced, snapshot).await;
         let history = tx.history(name).await?;
         if history.versions.is_empty() {
             return Err(DeployError::NotFound(format!(
@@ -424,7 +429,7 @@ impl Platform {
         tx.set_current(name, Some(target.version)).await?;
         let generation = tx.commit().await?;
         self.live.store(next);
-        *synced = Some(generation);
+        *synced = complete.then_some(generation);
         tracing::info!(function = name, version = target.version, "rolled back");
         Ok(report)
     }
@@ -436,7 +441,7 @@ impl Platform {
         let mut tx = self.store.begin_change().await?;
         let snapshot = tx.snapshot().await?;
         let current = snapshot.current.iter().find(|r| r.name == name).cloned();
-        self.apply(&mut synced, snapshot).await;
+        let complete = self.apply(&mut synced, snapshot).await;
         let Some(current) = current else {
             return Err(DeployError::NotFound(format!(
                 "no function named `{name}` is deployed"
@@ -445,7 +450,7 @@ impl Platform {
         tx.set_current(name, None).await?;
         let generation = tx.commit().await?;
         self.live.store(self.live.load().without(name));
-        *synced = Some(generation);
+        *synced = complete.then_some(generation);
         tracing::info!(function = name, version = current.version, "removed");
         Ok(Report {
             name: name.to_string(),
@@ -520,12 +525,16 @@ impl Platform {
     }
 
     /// Makes `live` match a catalog snapshot: keeps what is unchanged, loads what is new.
-    async fn apply(&self, synced: &mut Option<u64>, snapshot: Snapshot) {
+    /// Returns whether everything loaded. If something did not (its module could not be
+    /// fetched, say), the generation is not marked as reached, so the next sync tries again;
+    /// meanwhile the version served before, if any, stays.
+    async fn apply(&self, synced: &mut Option<u64>, snapshot: Snapshot) -> bool {
         if *synced == Some(snapshot.generation) {
-            return;
+            return true;
         }
         let live = self.live.load();
         let mut functions = Vec::new();
+        let mut complete = true;
         for record in &snapshot.current {
             if let Some(f) = live.functions.get(&record.name) {
                 if f.deployed.version == record.version
@@ -536,6 +545,7 @@ impl Platform {
                     continue;
                 }
             }
+            let key = (record.name.clone(), record.version);
             match self.load(record).await {
                 Ok(f) => {
                     tracing::info!(
@@ -544,14 +554,19 @@ impl Platform {
                         origin = ?f.module.origin,
                         "loaded from the catalog"
                     );
+                    self.failing_set().remove(&key);
                     functions.push(f);
                 }
                 Err(e) => {
-                    tracing::error!(
-                        function = %record.name,
-                        version = record.version,
-                        "cannot serve this version on this replica: {e}"
-                    );
+                    complete = false;
+                    // Said once per version; the retries every sync are quiet.
+                    if self.failing_set().insert(key) {
+                        tracing::error!(
+                            function = %record.name,
+                            version = record.version,
+                            "cannot serve this version on this replica (retrying at every sync): {e}"
+                        );
+                    }
                     if let Some(f) = live.functions.get(&record.name) {
                         functions.push(f.clone());
                     }
@@ -563,7 +578,12 @@ impl Platform {
             tracing::error!(function = %c.function, "not served: {c}");
         }
         self.live.store(registry);
-        *synced = Some(snapshot.generation);
+        *synced = complete.then_some(snapshot.generation);
+        complete
+    }
+
+    fn failing_set(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Builds a function from a catalog record: the module from this process or the compile

@@ -818,3 +818,49 @@ async fn racing_deploys_to_two_replicas_cannot_both_take_a_route() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_replica_that_cannot_load_a_version_retries_until_it_can() {
+    let (db, a) = platform("retry");
+    let dir = tempfile::tempdir().unwrap();
+    let m = fn_manifest(dir.path(), "svc", &wasm("echo"), "/svc", "");
+    assert!(cli(&a, &["deploy", m.to_str().unwrap()]).status.success());
+
+    // The module's bytes go missing from the catalog, and replica b has never compiled it.
+    let t = &db.name;
+    sql(&format!(
+        "CREATE TABLE {t}.saved AS SELECT * FROM {t}.dispatcher_module_chunks; DELETE FROM {t}.dispatcher_module_chunks"
+    ));
+    let cache = tempfile::tempdir().unwrap();
+    let b = Dispatcher::start_bare(Options {
+        cache_dir: Some(cache.path()),
+        ..admin_opts(&db)
+    });
+    assert!(b.wait_for_log(
+        "cannot serve this version on this replica",
+        Duration::from_secs(5)
+    ));
+    assert_eq!(post(&b.url("/svc"), "x").await.0, 404);
+    std::thread::sleep(Duration::from_millis(1200));
+    let said = b
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("cannot serve this version"))
+        .count();
+    assert_eq!(said, 1, "the failure is logged once, not at every retry");
+
+    // Once the bytes are back, the next sync loads it.
+    sql(&format!(
+        "INSERT INTO {t}.dispatcher_module_chunks SELECT * FROM {t}.saved"
+    ));
+    let started = Instant::now();
+    let mut got = (0, String::new());
+    while started.elapsed() < Duration::from_secs(5) {
+        got = post(&b.url("/svc"), "back").await;
+        if got.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, (200, "back".into()), "replica b never retried");
+}
