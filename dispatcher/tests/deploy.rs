@@ -63,6 +63,21 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `dispatcher deploy MANIFEST` and asserts that it fails with every `part` in its
+/// one-line error.
+fn deploy_refused(d: &Dispatcher, manifest: &Path, parts: &[&str]) {
+    let out = cli(d, &["deploy", manifest.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "the deploy of {} was accepted",
+        manifest.display()
+    );
+    let err = stderr(&out);
+    for part in parts {
+        assert!(err.contains(part), "{part:?} is not in: {err}");
+    }
+}
+
 /// Writes `<name>.toml` for module `module` at route `path` and returns the manifest's path.
 fn fn_manifest(dir: &Path, name: &str, module: &Path, path: &str, extra: &str) -> PathBuf {
     manifest(
@@ -337,12 +352,10 @@ async fn bad_deploys_are_refused_and_change_nothing() {
         "/echo",
         "methods = [\"POST\"]\n",
     );
-    let out = cli(&d, &["deploy", clash.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("409: route POST /echo belongs to function echo"),
-        "{}",
-        stderr(&out)
+    deploy_refused(
+        &d,
+        &clash,
+        &["409: route POST /echo belongs to function echo"],
     );
     check_unchanged("a route conflict");
 
@@ -355,15 +368,10 @@ async fn bad_deploys_are_refused_and_change_nothing() {
             wasm("echo").display()
         ),
     );
-    let out = cli(
+    deploy_refused(
         &d,
-        &["deploy", dir.path().join("typo.toml").to_str().unwrap()],
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("400: typo.toml:") && stderr(&out).contains("memory"),
-        "{}",
-        stderr(&out)
+        &dir.path().join("typo.toml"),
+        &["400: typo.toml:", "memory"],
     );
     check_unchanged("an invalid manifest");
 
@@ -371,12 +379,7 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     let broken = dir.path().join("broken.wasm");
     std::fs::write(&broken, b"\0asm\x01\0\0\0\xff\xff").unwrap();
     let m = fn_manifest(dir.path(), "broken", &broken, "/broken", "");
-    let out = cli(&d, &["deploy", m.to_str().unwrap()]);
-    assert!(
-        stderr(&out).contains("400:") && stderr(&out).contains("not a valid WebAssembly module"),
-        "{}",
-        stderr(&out)
-    );
+    deploy_refused(&d, &m, &["400:", "not a valid WebAssembly module"]);
     check_unchanged("an invalid module");
 
     // A module importing what the host does not provide.
@@ -386,12 +389,7 @@ async fn bad_deploys_are_refused_and_change_nothing() {
         r#"(module (import "env" "host_magic" (func)) (func (export "_start")))"#,
     );
     let m = fn_manifest(dir.path(), "foreign", &foreign, "/foreign", "");
-    let out = cli(&d, &["deploy", m.to_str().unwrap()]);
-    assert!(
-        stderr(&out).contains("400:") && stderr(&out).contains("env::host_magic"),
-        "{}",
-        stderr(&out)
-    );
+    deploy_refused(&d, &m, &["400:", "env::host_magic"]);
     check_unchanged("a module with unknown imports");
 
     // A body that is not a deploy form.
