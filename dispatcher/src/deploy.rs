@@ -18,7 +18,7 @@ use tokio::sync::{watch, Mutex};
 use crate::catalog::{NewVersion, Snapshot, VersionRecord};
 use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
 use crate::registry::{Function, Live, Registry, RouteConflict};
-use crate::runtime::{content_hash, Origin, Runtime};
+use crate::runtime::{Origin, Runtime};
 use crate::store::Store;
 
 /// How often a replica checks the catalog for changes made elsewhere.
@@ -128,10 +128,8 @@ pub struct Upload {
 /// A spec ready to be committed: parsed, compiled, its module stored.
 struct Candidate {
     function: Arc<Function>,
+    /// Until it is stored in the catalog.
     wasm: Vec<u8>,
-    size: u64,
-    origin: Origin,
-    load_ms: u64,
 }
 
 /// The deployed set of one replica, and the only way to change it.
@@ -166,10 +164,6 @@ impl Platform {
 
     pub fn live(&self) -> &Arc<Live> {
         &self.live
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 
     /// Deploys one uploaded manifest and module.
@@ -278,9 +272,9 @@ impl Platform {
                 version,
                 action: "deployed",
                 module_hash: c.function.deployed.module_hash.clone(),
-                module_size: c.size,
-                compiled: Some(c.origin == Origin::Compiled),
-                load_ms: c.load_ms,
+                module_size: c.function.deployed.module_size,
+                compiled: Some(c.function.module.origin == Origin::Compiled),
+                load_ms: c.function.module.load_time.as_millis() as u64,
             });
         }
         if !errors.is_empty() {
@@ -318,7 +312,6 @@ impl Platform {
         by: &str,
     ) -> Result<Candidate, DeployError> {
         let wasm = std::mem::take(&mut spec.wasm);
-        let hash = content_hash(&wasm);
         let runtime = self.runtime.clone();
         let (prepared, wasm) = tokio::task::spawn_blocking(move || {
             let r = runtime.prepare(&wasm);
@@ -333,25 +326,19 @@ impl Platform {
                 format!("{}: {e}", spec.wasm_path.display()),
             )]))
         })?;
-        let origin = module.origin;
-        let load_ms = module.load_time.as_millis() as u64;
         let deployed = VersionRecord {
             name: spec.name.clone(),
             version: 0,
-            manifest: std::mem::take(&mut spec.source),
-            module_hash: hash,
+            manifest: spec.source.clone(),
+            module_hash: module.hash.clone(),
             module_size: wasm.len() as u64,
             source,
             deployed_by: by.to_string(),
             deployed_at: String::new(),
         };
-        spec.source = deployed.manifest.clone();
         Ok(Candidate {
             function: Function::new(spec, module, deployed),
-            size: wasm.len() as u64,
             wasm,
-            origin,
-            load_ms,
         })
     }
 
