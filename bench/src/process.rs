@@ -1,7 +1,7 @@
 //! Child processes the bench starts (servers, baselines): killed when dropped, even on panic,
 //! plus what the sections read about them (readiness line, CPU time).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -175,6 +175,23 @@ fn clock_ticks_per_second() -> u64 {
 pub fn free_local_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a probe socket")?;
     Ok(listener.local_addr()?)
+}
+
+/// A file's length, to read a log from where a measurement starts.
+pub fn file_len(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?
+        .len())
+}
+
+/// A log file's text from byte `offset` on.
+pub fn read_from(path: &Path, offset: u64) -> anyhow::Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

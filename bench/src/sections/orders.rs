@@ -5,7 +5,7 @@
 //! invocation is broken down from the guest's own timings (`ORDERS_TIMINGS=1`).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,10 +17,10 @@ use serde::Serialize;
 
 use super::Section;
 use crate::artifacts::Artifacts;
-use crate::process::{cpu_time, ChildGuard};
+use crate::process::{cpu_time, file_len, read_from, ChildGuard};
 use crate::report::Row;
 use crate::servers;
-use crate::stats::{ms, us, Summary};
+use crate::stats::{ms, thousands, us, Summary};
 use crate::wrk::{self, WrkReport, SPIKE};
 
 pub const SECTION: Section = Section {
@@ -617,35 +617,6 @@ fn mariadb_pid() -> Option<u32> {
             let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
             matches!(comm.trim(), "mariadbd" | "mysqld").then_some(pid)
         })
-}
-
-pub(super) fn file_len(path: &Path) -> anyhow::Result<u64> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len())
-}
-
-/// A log file's text from byte `offset` on.
-pub(super) fn read_from(path: &Path, offset: u64) -> anyhow::Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{value:.0}");
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]

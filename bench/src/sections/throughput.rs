@@ -2,7 +2,6 @@
 //! request) and against a native hyper echo server, with the server-side CPU per request.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,10 +11,10 @@ use anyhow::Context;
 use super::Section;
 use crate::artifacts::Artifacts;
 use crate::probe;
-use crate::process::{cpu_time, ChildGuard};
+use crate::process::{cpu_time, file_len, read_from, ChildGuard};
 use crate::report::Row;
 use crate::servers::{self, ECHO_PATH};
-use crate::stats::{ms, us};
+use crate::stats::{ms, thousands, us};
 use crate::wrk::{self, WrkReport, SPIKE};
 
 pub const SECTION: Section = Section {
@@ -174,12 +173,6 @@ fn print_run(name: &str, connections: u32, m: &Measured) {
     w.print_warnings();
 }
 
-fn file_len(path: &Path) -> anyhow::Result<u64> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("cannot stat {}", path.display()))?
-        .len())
-}
-
 /// What the dispatcher logged from `offset` on: its one line per request and any warnings.
 #[derive(Debug, Default)]
 struct LogSummary {
@@ -214,12 +207,7 @@ impl std::fmt::Display for LogSummary {
 }
 
 fn scan_log(path: &Path, offset: u64) -> anyhow::Result<LogSummary> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(parse_log(&String::from_utf8_lossy(&bytes)))
+    Ok(parse_log(&read_from(path, offset)?))
 }
 
 /// Reads tracing's `... INFO dispatcher::server: request function="echo" ... status=200 us=153`.
@@ -247,19 +235,6 @@ fn parse_log(text: &str) -> LogSummary {
     summary
 }
 
-/// `12345.6` as `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value);
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,12 +253,5 @@ mod tests {
         assert_eq!(s.spikes, 1);
         assert_eq!(s.warnings, 1);
         assert!(s.first_warning.unwrap().contains("no instance slot"));
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(1234567.4), "1,234,567");
-        assert_eq!(thousands(999.0), "999");
-        assert_eq!(thousands(1000.0), "1,000");
     }
 }
