@@ -10,7 +10,6 @@ pub mod cgi;
 pub mod client;
 pub mod deploy;
 pub mod manifest;
-pub mod network;
 pub mod registry;
 pub mod route;
 pub mod runtime;

@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::network::{Endpoint, NetPolicy};
+use crate::runtime::{Endpoint, NetPolicy};
 use crate::route::RoutePattern;
 use crate::schedule::{RawSchedule, ScheduleSpec};
 
 /// Default linear-memory cap for a function, in MiB.
 pub const DEFAULT_MEMORY_MB: u64 = 128;
-/// Largest memory cap a manifest may ask for, in MiB (the pooling allocator's slot size).
-pub const MAX_MEMORY_MB: u64 = 4096;
+/// Largest memory cap a manifest may ask for, in MiB: the runtime's slot size.
+pub use crate::runtime::MAX_MEMORY_MB;
 /// Default wall-clock limit for one invocation.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Largest wall-clock limit a manifest may ask for (15 minutes, as Lambda).

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use dispatcher::network::NetPolicy;
-use dispatcher::runtime::{Invocation, Runtime, RuntimeConfig};
+use dispatcher::runtime::{Invocation, NetPolicy, Runtime, RuntimeConfig};
 
 use super::Section;
 use crate::artifacts::Artifacts;

@@ -5,6 +5,7 @@
 
 mod cache;
 mod fd;
+mod net_policy;
 mod socket;
 mod wasi;
 
@@ -19,7 +20,7 @@ use wasmtime::{
     PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-use crate::network::NetPolicy;
+pub use net_policy::{Endpoint, NetPolicy};
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
 use fd::FdTable;
@@ -30,6 +31,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Bytes of each linear memory slot kept mapped between instances and reset in place.
 const KEEP_RESIDENT: usize = 4 << 20;
+
+/// Largest linear memory an instance may have, in MiB: the pooling allocator's slot size.
+pub const MAX_MEMORY_MB: u64 = 4096;
 
 /// Settings of the engine, fixed for the life of the process.
 #[derive(Debug, Clone)]
@@ -47,7 +51,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: None,
             max_instances: 1000,
-            max_memory_bytes: crate::manifest::MAX_MEMORY_MB << 20,
+            max_memory_bytes: MAX_MEMORY_MB << 20,
         }
     }
 }

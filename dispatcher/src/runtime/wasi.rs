@@ -16,7 +16,7 @@ use wasmtime::{Caller, Extern, ExternType, Linker, Memory, Module, Val, ValType}
 
 use super::fd::{Descriptor, FdTable};
 use super::socket;
-use crate::network::NetPolicy;
+use super::net_policy::NetPolicy;
 
 /// The import module every WASI preview1 (and WasmEdge socket) function lives in.
 pub const MODULE: &str = "wasi_snapshot_preview1";
