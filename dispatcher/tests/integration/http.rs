@@ -1,12 +1,10 @@
 //! The HTTP trigger end to end: the real dispatcher on port 0, real `.wasm` functions from
 //! `functions/`, and tiny WAT guests for traps, spins and memory.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{client, manifest, wasm, wat_module, Dispatcher, Options};
+use crate::harness::{client, manifest, wasm, wat_module, Dispatcher, Options};
 use serde_json::Value;
 
 /// A manifest for the `probe` test function at `path`, with extra TOML appended.

@@ -2,9 +2,7 @@
 //! file parses and wires the services, and the Dockerfile's paths exist in the repo and
 //! agree with the manifests.
 
-mod common;
-
-use common::repo;
+use crate::harness::repo;
 use serde_yaml::Value;
 
 fn compose() -> Value {

@@ -2,11 +2,9 @@
 //! manifests and `expected.txt`, whose every line must appear in the error output. The
 //! dispatcher must exit non-zero without serving.
 
-mod common;
-
 use std::path::Path;
 
-use common::{repo, wasm, wat_module};
+use crate::harness::{self, repo, wasm, wat_module};
 
 /// Copies a case into a temp folder beside the modules its manifests name.
 fn stage(case: &Path) -> tempfile::TempDir {
@@ -67,7 +65,7 @@ fn each_bad_manifest_is_rejected_with_its_expected_error() {
         let dir = stage(case);
         std::fs::remove_file(dir.path().join("expected.txt")).unwrap();
         let expected = std::fs::read_to_string(case.join("expected.txt")).unwrap();
-        let mut cmd = common::dispatcher_command(dir.path());
+        let mut cmd = harness::dispatcher_command(dir.path());
         cmd.arg("--listen").arg("127.0.0.1:0").arg("--no-cache");
         let out = output_within(cmd, std::time::Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -93,7 +91,7 @@ fn the_shipped_manifests_are_valid() {
         .arg("--manifests")
         .arg(repo().join("manifests"))
         .arg("--cache-dir")
-        .arg(common::shared_cache())
+        .arg(harness::shared_cache())
         .env("DATABASE_URL", "mysql://root@127.0.0.1:3306/test")
         .env("NOTIFY_URL", "http://127.0.0.1:9000/events")
         .output()

@@ -1,15 +1,13 @@
 //! Schedules in real time against the real MariaDB: replicas that share a platform database
 //! run each fire time exactly once, retry failures, and take over runs of a dead replica.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::{manifest, sql, wait_until, wasm, Dispatcher, Options, PlatformDb};
 use chrono::{DateTime, Utc};
-use common::{manifest, sql, wait_until, wasm, Dispatcher, Options, PlatformDb};
 
 fn job(dir: &Path, name: &str, schedule: &str, env: &str) {
     manifest(

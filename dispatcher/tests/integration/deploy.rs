@@ -1,13 +1,11 @@
 //! Deploys to a running platform: the admin API and the CLI against real dispatcher
 //! processes and the real MariaDB, each change checked by its effect over HTTP.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::harness::{
     bare_command, client, manifest, sql, wait_until, wasm, wat_module, Dispatcher, Load, Options,
     PlatformDb,
 };

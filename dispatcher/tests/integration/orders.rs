@@ -2,14 +2,12 @@
 //! and mysql_async_wasi, talking to the real MariaDB at 127.0.0.1:3306 through the host's
 //! WasmEdge socket extension. Each test uses its own database.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, manifest, sql, wasm, Dispatcher, Options};
+use crate::harness::{client, manifest, sql, unique_name, wasm, Dispatcher, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -44,7 +42,7 @@ struct TestDb {
 
 impl TestDb {
     fn create(tag: &str) -> TestDb {
-        let name = format!("t_{tag}_{}", std::process::id());
+        let name = unique_name("t", tag);
         sql(&format!(
             "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
         ));

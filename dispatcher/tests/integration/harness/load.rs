@@ -1,0 +1,80 @@
+//! A load generator: clients posting back to back while a test changes the platform.
+
+use std::sync::{Arc, Mutex};
+
+use super::client;
+
+/// Continuous load: `concurrency` clients POST `body` to `url` back to back, on keep-alive
+/// connections, until [`Load::stop`].
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<LoadResult>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub ok: u64,
+    /// Each failure: the status (or transport error) and the body.
+    pub failures: Vec<String>,
+    /// Distinct bodies of successful answers, in the order first seen.
+    pub bodies: Vec<String>,
+}
+
+impl Load {
+    pub fn start(url: String, body: &'static str, concurrency: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let result = Arc::new(Mutex::new(LoadResult::default()));
+                let mut tasks = Vec::new();
+                for _ in 0..concurrency {
+                    let (url, flag, result) = (url.clone(), flag.clone(), result.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let http = client();
+                        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                            let outcome = match http.post(&url).body(body).send().await {
+                                Ok(r) => {
+                                    let status = r.status();
+                                    let text = r.text().await.unwrap_or_default();
+                                    if status.is_success() {
+                                        Ok(text)
+                                    } else {
+                                        Err(format!("{status}: {text}"))
+                                    }
+                                }
+                                Err(e) => Err(format!("transport: {e}")),
+                            };
+                            let mut r = result.lock().unwrap();
+                            match outcome {
+                                Ok(text) => {
+                                    r.ok += 1;
+                                    if !r.bodies.contains(&text) {
+                                        r.bodies.push(text);
+                                    }
+                                }
+                                Err(e) => r.failures.push(e),
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let seen = std::mem::take(&mut *result.lock().unwrap());
+                seen
+            })
+        });
+        Load { stop, thread }
+    }
+
+    pub fn stop(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

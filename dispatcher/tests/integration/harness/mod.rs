@@ -1,0 +1,73 @@
+//! Test support: the platform against manifests in a temp folder, with real `.wasm` functions
+//! built from the repo (`make test` builds them first); the MariaDB the tests share; a load
+//! generator.
+
+mod db;
+mod load;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use db::{sql, unique_name, PlatformDb};
+pub use load::Load;
+pub use process::{bare_command, dispatcher_command, Dispatcher, Options};
+
+/// The repo's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A function module built from `functions/<name>`.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = repo().join(format!("target/wasm32-wasip1/release/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the functions first (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// A compile cache shared by the tests of one run, so each module compiles once.
+pub fn shared_cache() -> PathBuf {
+    repo().join("target/test-dispatcher-cache")
+}
+
+/// Writes a `.wasm` made from WAT text into `dir` and returns its path.
+pub fn wat_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let bytes = wat::parse_str(wat).expect("valid WAT");
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Writes a manifest file `<name>.toml` into `dir`.
+pub fn manifest(dir: &Path, name: &str, body: &str) {
+    std::fs::write(dir.join(format!("{name}.toml")), body).unwrap();
+}
+
+/// A blocking-free HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

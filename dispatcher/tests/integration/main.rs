@@ -1,0 +1,11 @@
+//! The dispatcher's integration tests, as one binary (one link, one `harness`): each module
+//! is one area of the platform, driven over HTTP, the CLI and the shared MariaDB.
+
+mod harness;
+
+mod deploy;
+mod deploy_files;
+mod http;
+mod manifests;
+mod orders;
+mod schedules;
