@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::deploy::{DeployError, Platform};
+use super::deployments::Deployments;
+use super::error::DeployError;
 use crate::manifest;
 
 /// How often the folder is looked at.
@@ -49,7 +50,7 @@ fn scan(dir: &Path) -> HashMap<PathBuf, Fingerprint> {
 }
 
 /// Watches `dir` until `shutdown`. What is on disk now counts as deployed already.
-pub async fn run(platform: Arc<Platform>, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(platform: Arc<Deployments>, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
     tracing::info!(folder = %dir.display(), "watching manifests and modules for changes");
     let mut deployed = scan(&dir);
     let mut last = deployed.clone();
@@ -75,7 +76,7 @@ pub async fn run(platform: Arc<Platform>, dir: PathBuf, mut shutdown: watch::Rec
     }
 }
 
-async fn redeploy(platform: &Platform, path: &Path) {
+async fn redeploy(platform: &Deployments, path: &Path) {
     let spec = match manifest::load_file(path, &|k| std::env::var(k).ok()) {
         Ok(spec) => spec,
         Err(errors) => {
@@ -90,7 +91,7 @@ async fn redeploy(platform: &Platform, path: &Path) {
     match platform.deploy_specs(vec![(spec, source)], "watch").await {
         Ok(reports) => {
             for r in reports {
-                tracing::info!(function = %r.name, version = r.version, action = r.action, "watch");
+                tracing::info!(function = %r.name, version = r.version, action = r.action.as_str(), "watch");
             }
         }
         Err(DeployError::Invalid(e)) | Err(DeployError::Conflict { errors: e, .. }) => {

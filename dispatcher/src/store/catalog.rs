@@ -7,94 +7,19 @@
 //! also the lock that orders deploys across replicas (`SELECT ... FOR UPDATE`). Replicas poll
 //! the generation and reload what changed.
 
-use std::collections::BTreeMap;
-
 use chrono::NaiveDateTime;
 use mysql_async::prelude::*;
 use mysql_async::{IsolationLevel, Transaction, TxOpts};
-use serde::Serialize;
 
+use super::connection::Store;
+use super::memory::MemoryCatalog;
+use super::records::{text, History, NewVersion, Snapshot};
+use crate::api::Version;
 use crate::runtime::content_hash;
-use crate::store::{text, Store};
 
 /// Bytes per stored module chunk: far below the smallest `max_allowed_packet` MariaDB ships
 /// with, so modules of any size (64 MiB and more) go through a stock server.
 const CHUNK: usize = 1 << 20;
-
-/// One version of one function.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionRecord {
-    pub name: String,
-    pub version: u32,
-    /// The manifest's text as deployed (`${VAR}` unexpanded).
-    #[serde(skip)]
-    pub manifest: String,
-    pub module_hash: String,
-    pub module_size: u64,
-    /// Where it came from: the manifest's path (startup, `--watch`, CLI) or `api`.
-    pub source: String,
-    pub deployed_by: String,
-    /// RFC 3339, UTC.
-    pub deployed_at: String,
-}
-
-/// What a deploy adds.
-pub struct NewVersion<'a> {
-    pub name: &'a str,
-    pub manifest: &'a str,
-    pub module_hash: &'a str,
-    pub module_size: u64,
-    pub source: &'a str,
-    pub deployed_by: &'a str,
-    pub deployed_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// What is deployed now: the catalog's generation and each function's current version.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub current: Vec<VersionRecord>,
-}
-
-/// One function's history, oldest first, and which version is current (`None`: removed).
-#[derive(Debug, Clone)]
-pub struct History {
-    pub current: Option<u32>,
-    pub versions: Vec<VersionRecord>,
-}
-
-/// The catalog of a dispatcher without a database.
-#[derive(Default)]
-pub struct MemoryCatalog {
-    generation: u64,
-    current: BTreeMap<String, Option<u32>>,
-    versions: BTreeMap<String, Vec<VersionRecord>>,
-}
-
-impl MemoryCatalog {
-    fn snapshot(&self) -> Snapshot {
-        let current = self
-            .current
-            .iter()
-            .filter_map(|(name, v)| {
-                let v = (*v)?;
-                self.versions.get(name)?.iter().find(|r| r.version == v)
-            })
-            .cloned()
-            .collect();
-        Snapshot {
-            generation: self.generation,
-            current,
-        }
-    }
-
-    fn history(&self, name: &str) -> History {
-        History {
-            current: self.current.get(name).copied().flatten(),
-            versions: self.versions.get(name).cloned().unwrap_or_default(),
-        }
-    }
-}
 
 /// A change to the catalog in progress. It holds the catalog's lock until [`commit`]; dropped
 /// without a commit, it changes nothing.
@@ -120,8 +45,8 @@ type Row = (
     NaiveDateTime,
 );
 
-fn record(r: Row) -> VersionRecord {
-    VersionRecord {
+fn record(r: Row) -> Version {
+    Version {
         name: r.0,
         version: r.1,
         manifest: r.2,
@@ -295,11 +220,7 @@ impl Store {
         match self {
             Store::Memory(_, c) => {
                 let guard = c.lock().await;
-                let draft = Box::new(MemoryCatalog {
-                    generation: guard.generation,
-                    current: guard.current.clone(),
-                    versions: guard.versions.clone(),
-                });
+                let draft = Box::new(guard.clone());
                 Ok(CatalogTx::Memory { guard, draft })
             }
             Store::Db(pool) => {
@@ -339,7 +260,7 @@ impl CatalogTx<'_> {
             CatalogTx::Memory { draft, .. } => {
                 let versions = draft.versions.entry(v.name.to_string()).or_default();
                 let version = versions.last().map_or(1, |r| r.version + 1);
-                versions.push(VersionRecord {
+                versions.push(Version {
                     name: v.name.to_string(),
                     version,
                     manifest: v.manifest.to_string(),

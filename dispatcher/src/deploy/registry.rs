@@ -1,4 +1,4 @@
-//! The deployed functions: each manifest's spec with its compiled module, and the route table.
+//! The deployed set at one moment: functions by name and the route table.
 //! A [`Registry`] never changes; a deploy builds a new one and [`Live`] swaps it in, so a
 //! request in flight keeps the [`Function`] it started with.
 
@@ -6,70 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
-use crate::catalog::VersionRecord;
-use crate::manifest::FunctionSpec;
-use crate::route::RouteTable;
-use crate::runtime::{Invocation, Prepared};
-
-/// One deployed function.
-pub struct Function {
-    /// The name, shared with every log line and invocation.
-    pub name: Arc<str>,
-    /// What its manifest says.
-    pub spec: FunctionSpec,
-    /// The compiled, pre-linked module.
-    pub module: Prepared,
-    /// Caps the instances in flight at `limits.max_concurrency`.
-    pub permits: Arc<Semaphore>,
-    /// The catalog's record of this version.
-    pub deployed: VersionRecord,
-}
-
-impl Function {
-    /// A function ready to serve. The spec's wasm bytes are dropped: the module holds the
-    /// machine code.
-    pub fn new(mut spec: FunctionSpec, module: Prepared, deployed: VersionRecord) -> Arc<Self> {
-        spec.wasm = Vec::new();
-        Arc::new(Function {
-            name: spec.name.as_str().into(),
-            permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-            spec,
-            module,
-            deployed,
-        })
-    }
-
-    /// An invocation of this function with its limits and network policy.
-    pub fn invocation(
-        &self,
-        env: Vec<(String, String)>,
-        stdin: bytes::Bytes,
-        stdout_cap: usize,
-    ) -> Invocation {
-        Invocation {
-            function: self.name.clone(),
-            args: vec![self.spec.name.clone()],
-            env,
-            stdin,
-            memory_bytes: self.spec.limits.memory_bytes,
-            timeout: self.spec.limits.timeout,
-            stdout_cap,
-            net: self.spec.network.clone(),
-        }
-    }
-
-    /// `GET /items/{id}` style, or `None` without an HTTP trigger.
-    pub fn route_text(&self) -> Option<String> {
-        let http = self.spec.http.as_ref()?;
-        let methods = match &http.methods {
-            Some(ms) => ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
-            None => "*".into(),
-        };
-        Some(format!("{methods} {}", http.pattern))
-    }
-}
+use crate::function::Function;
+use crate::manifest::RouteTable;
 
 /// A route that another function already serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -170,14 +170,6 @@ impl RoutePattern {
             .collect();
         (segs, self.wildcard)
     }
-
-    /// The parameter names, in order.
-    pub fn param_names(&self) -> impl Iterator<Item = &str> {
-        self.segments.iter().filter_map(|s| match s {
-            Segment::Param(n) => Some(n.as_str()),
-            Segment::Literal(_) => None,
-        })
-    }
 }
 
 impl fmt::Display for RoutePattern {
@@ -283,13 +275,6 @@ impl<T> RouteTable<T> {
         } else {
             Lookup::NotFound
         }
-    }
-
-    /// Every route, as `(pattern, methods, target)`.
-    pub fn iter(&self) -> impl Iterator<Item = (&RoutePattern, Option<&[Method]>, &T)> {
-        self.routes
-            .iter()
-            .map(|r| (&r.pattern, r.methods.as_deref(), &r.target))
     }
 }
 

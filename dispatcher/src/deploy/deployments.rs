@@ -10,109 +10,17 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
-use crate::catalog::{NewVersion, Snapshot, VersionRecord};
+use super::error::DeployError;
+use super::registry::{Live, Registry};
+use crate::api::{Action, Details, Report, Summary, Version};
+use crate::function::Function;
 use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
-use crate::registry::{Function, Live, Registry, RouteConflict};
 use crate::runtime::{Origin, Runtime};
-use crate::store::Store;
-
-/// How often a replica checks the catalog for changes made elsewhere.
-pub const SYNC_EVERY: Duration = Duration::from_millis(500);
-
-/// Why a change was refused. Nothing was changed.
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    /// A manifest or module that is not valid.
-    #[error("{0}")]
-    Invalid(ManifestErrors),
-    /// A route another function serves.
-    #[error("{conflict}")]
-    Conflict {
-        conflict: RouteConflict,
-        errors: ManifestErrors,
-    },
-    /// No such function (or version).
-    #[error("{0}")]
-    NotFound(String),
-    /// A rollback with nothing to roll back to.
-    #[error("{0}")]
-    NoVersion(String),
-    /// The platform database failed.
-    #[error("the platform database failed: {0:#}")]
-    Store(anyhow::Error),
-}
-
-impl From<anyhow::Error> for DeployError {
-    fn from(e: anyhow::Error) -> Self {
-        DeployError::Store(e)
-    }
-}
-
-/// What a change did to one function.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub name: String,
-    pub version: u32,
-    /// `deployed`, `unchanged`, `rolled_back` or `removed`.
-    pub action: &'static str,
-    pub module_hash: String,
-    pub module_size: u64,
-    /// Whether the module was compiled now or found compiled (`None` when nothing loaded).
-    pub compiled: Option<bool>,
-    /// Milliseconds spent compiling or loading the module.
-    pub load_ms: u64,
-}
-
-/// One function as `list` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub name: String,
-    pub version: u32,
-    pub route: Option<String>,
-    pub schedules: Vec<String>,
-    pub deployed_at: String,
-    pub deployed_by: String,
-    pub source: String,
-    pub module_hash: String,
-    pub module_size: u64,
-}
-
-impl Summary {
-    pub fn of(f: &Function) -> Summary {
-        Summary {
-            name: f.spec.name.clone(),
-            version: f.deployed.version,
-            route: f.route_text(),
-            schedules: f
-                .spec
-                .schedules
-                .iter()
-                .map(|s| format!("{} \"{}\" {}", s.name, s.expression, s.timezone))
-                .collect(),
-            deployed_at: f.deployed.deployed_at.clone(),
-            deployed_by: f.deployed.deployed_by.clone(),
-            source: f.deployed.source.clone(),
-            module_hash: f.deployed.module_hash.clone(),
-            module_size: f.deployed.module_size,
-        }
-    }
-}
-
-/// One function with its history, for `show`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Details {
-    /// As served now; `None` once removed.
-    pub current: Option<Summary>,
-    /// The current version in the catalog (it can lead this replica by a moment).
-    pub current_version: Option<u32>,
-    /// Oldest first.
-    pub versions: Vec<VersionRecord>,
-}
+use crate::store::{NewVersion, Store};
 
 /// A deploy request: a manifest's text and its module.
 pub struct Upload {
@@ -133,25 +41,46 @@ struct Candidate {
 }
 
 /// The deployed set of one replica, and the only way to change it.
-pub struct Platform {
-    runtime: Runtime,
-    store: Arc<Store>,
-    live: Arc<Live>,
+pub struct Deployments {
+    pub(super) runtime: Runtime,
+    pub(super) store: Arc<Store>,
+    pub(super) live: Arc<Live>,
     /// Orders this process's changes, and holds the catalog generation `live` reflects
     /// (`None`: not reached yet, or something failed to load).
-    synced: Mutex<Option<u64>>,
+    pub(super) synced: Mutex<Option<u64>>,
     /// Versions that failed to load here, so each failure is logged once.
-    failing: std::sync::Mutex<HashSet<(String, u32)>>,
+    pub(super) failing: std::sync::Mutex<HashSet<(String, u32)>>,
 }
 
-fn env_lookup(k: &str) -> Option<String> {
+/// `${VAR}` in manifests reads this process's environment: each replica expands its own.
+pub(super) fn env_lookup(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-impl Platform {
-    /// A platform serving what the catalog holds now.
-    pub async fn start(runtime: Runtime, store: Arc<Store>) -> anyhow::Result<Arc<Platform>> {
-        let platform = Arc::new(Platform {
+/// One function as `list` shows it.
+fn summary(f: &Function) -> Summary {
+    Summary {
+        name: f.spec.name.clone(),
+        version: f.deployed.version,
+        route: f.route_text(),
+        schedules: f
+            .spec
+            .schedules
+            .iter()
+            .map(|s| format!("{} \"{}\" {}", s.name, s.expression, s.timezone))
+            .collect(),
+        deployed_at: f.deployed.deployed_at.clone(),
+        deployed_by: f.deployed.deployed_by.clone(),
+        source: f.deployed.source.clone(),
+        module_hash: f.deployed.module_hash.clone(),
+        module_size: f.deployed.module_size,
+    }
+}
+
+impl Deployments {
+    /// The deployed set of what the catalog holds now.
+    pub async fn start(runtime: Runtime, store: Arc<Store>) -> anyhow::Result<Arc<Deployments>> {
+        let platform = Arc::new(Deployments {
             runtime,
             store,
             live: Arc::new(Live::new(Registry::default())),
@@ -223,7 +152,7 @@ impl Platform {
                     reports.push(Report {
                         name: cur.spec.name.clone(),
                         version: cur.deployed.version,
-                        action: "unchanged",
+                        action: Action::Unchanged,
                         module_hash: cur.deployed.module_hash.clone(),
                         module_size: cur.deployed.module_size,
                         compiled: None,
@@ -270,7 +199,7 @@ impl Platform {
             reports.push(Report {
                 name: c.function.spec.name.clone(),
                 version,
-                action: "deployed",
+                action: Action::Deployed,
                 module_hash: c.function.deployed.module_hash.clone(),
                 module_size: c.function.deployed.module_size,
                 compiled: Some(c.function.module.origin == Origin::Compiled),
@@ -289,7 +218,7 @@ impl Platform {
             let generation = tx.commit().await?;
             self.live.store(next);
             *synced = complete.then_some(generation);
-            for r in reports.iter().filter(|r| r.action == "deployed") {
+            for r in reports.iter().filter(|r| r.action == Action::Deployed) {
                 tracing::info!(
                     function = %r.name,
                     version = r.version,
@@ -326,7 +255,7 @@ impl Platform {
                 format!("{}: {e}", spec.wasm_path.display()),
             )]))
         })?;
-        let deployed = VersionRecord {
+        let deployed = Version {
             name: spec.name.clone(),
             version: 0,
             manifest: spec.source.clone(),
@@ -389,7 +318,7 @@ impl Platform {
         let report = Report {
             name: name.to_string(),
             version: target.version,
-            action: "rolled_back",
+            action: Action::RolledBack,
             module_hash: target.module_hash.clone(),
             module_size: target.module_size,
             compiled: Some(function.module.origin == Origin::Compiled),
@@ -397,7 +326,7 @@ impl Platform {
         };
         if history.current == Some(target.version) {
             return Ok(Report {
-                action: "unchanged",
+                action: Action::Unchanged,
                 ..report
             });
         }
@@ -442,7 +371,7 @@ impl Platform {
         Ok(Report {
             name: name.to_string(),
             version: current.version,
-            action: "removed",
+            action: Action::Removed,
             module_hash: current.module_hash,
             module_size: current.module_size,
             compiled: None,
@@ -456,7 +385,7 @@ impl Platform {
             .peek()
             .functions
             .values()
-            .map(|f| Summary::of(f))
+            .map(|f| summary(f))
             .collect()
     }
 
@@ -469,132 +398,9 @@ impl Platform {
             )));
         }
         Ok(Details {
-            current: self.live.peek().functions.get(name).map(|f| Summary::of(f)),
+            current: self.live.peek().functions.get(name).map(|f| summary(f)),
             current_version: history.current,
             versions: history.versions,
         })
-    }
-
-    /// Catches up with changes other replicas made to the catalog.
-    pub async fn sync(&self) -> anyhow::Result<()> {
-        let generation = self.store.catalog_generation().await?;
-        if *self.synced.lock().await == Some(generation) {
-            return Ok(());
-        }
-        let mut synced = self.synced.lock().await;
-        let snapshot = self.store.catalog_snapshot().await?;
-        self.apply(&mut synced, snapshot).await;
-        Ok(())
-    }
-
-    /// Polls the catalog every [`SYNC_EVERY`] until `shutdown`. A database that goes away is
-    /// logged once; the replica keeps serving what it has.
-    pub async fn sync_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(SYNC_EVERY) => {}
-                _ = shutdown.changed() => return,
-            }
-            match self.sync().await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("the platform database is back: deploys sync again");
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!("cannot read the deploy catalog: {e:#}; serving what is loaded until it is back");
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// Makes `live` match a catalog snapshot: keeps what is unchanged, loads what is new.
-    /// Returns whether everything loaded. If something did not (its module could not be
-    /// fetched, say), the generation is not marked as reached, so the next sync tries again;
-    /// meanwhile the version served before, if any, stays.
-    async fn apply(&self, synced: &mut Option<u64>, snapshot: Snapshot) -> bool {
-        if *synced == Some(snapshot.generation) {
-            return true;
-        }
-        let live = self.live.load();
-        let mut functions = Vec::new();
-        let mut complete = true;
-        for record in &snapshot.current {
-            if let Some(f) = live.functions.get(&record.name) {
-                if f.deployed.version == record.version
-                    && f.deployed.module_hash == record.module_hash
-                    && f.deployed.manifest == record.manifest
-                {
-                    functions.push(f.clone());
-                    continue;
-                }
-            }
-            let key = (record.name.clone(), record.version);
-            match self.load(record).await {
-                Ok(f) => {
-                    tracing::info!(
-                        function = %record.name,
-                        version = record.version,
-                        origin = ?f.module.origin,
-                        "loaded from the catalog"
-                    );
-                    self.failing_set().remove(&key);
-                    functions.push(f);
-                }
-                Err(e) => {
-                    complete = false;
-                    // Said once per version; the retries every sync are quiet.
-                    if self.failing_set().insert(key) {
-                        tracing::error!(
-                            function = %record.name,
-                            version = record.version,
-                            "cannot serve this version on this replica (retrying at every sync): {e}"
-                        );
-                    }
-                    if let Some(f) = live.functions.get(&record.name) {
-                        functions.push(f.clone());
-                    }
-                }
-            }
-        }
-        let (registry, conflicts) = Registry::assemble(functions);
-        for c in conflicts {
-            tracing::error!(function = %c.function, "not served: {c}");
-        }
-        self.live.store(registry);
-        *synced = complete.then_some(snapshot.generation);
-        complete
-    }
-
-    fn failing_set(&self) -> std::sync::MutexGuard<'_, HashSet<(String, u32)>> {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Builds a function from a catalog record: the module from this process or the compile
-    /// cache if seen before, else fetched from the catalog and compiled.
-    async fn load(&self, record: &VersionRecord) -> Result<Arc<Function>, String> {
-        let label = PathBuf::from(format!("{} v{}", record.name, record.version));
-        let spec =
-            manifest::parse_manifest(&record.manifest, &label, WasmSource::Known, &env_lookup)
-                .map_err(|e| ManifestErrors(e).to_string())?;
-        let module = match self.runtime.prepare_known(&record.module_hash) {
-            Some(m) => m.map_err(|e| e.to_string())?,
-            None => {
-                let wasm = self
-                    .store
-                    .module(&record.module_hash)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let runtime = self.runtime.clone();
-                tokio::task::spawn_blocking(move || runtime.prepare(&wasm))
-                    .await
-                    .map_err(|e| format!("the compile task failed: {e}"))?
-                    .map_err(|e| e.to_string())?
-            }
-        };
-        Ok(Function::new(spec, module, record.clone()))
     }
 }

@@ -8,43 +8,23 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::registry::{Function, Live};
-use crate::schedule::{backoff, CatchUp, Overlap, ScheduleSpec, CATCH_UP_WINDOW};
-use crate::store::{FireKey, Store};
+use super::context::{SchedulerConfig, Shared};
+use super::job::{fire_key, lease, Job};
+use crate::deploy::Live;
+use crate::function::Function;
+use crate::manifest::{CatchUp, CATCH_UP_WINDOW};
+use crate::store::Store;
 
-/// Extra lease time beyond the function's timeout, for the store round trips around a run.
-const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// How often a replica looks for runs abandoned by a dead replica.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Longest single sleep, so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-/// Settings of the schedule trigger.
-#[derive(Debug, Clone)]
-pub struct SchedulerConfig {
-    /// This replica's name in claims and history.
-    pub replica: String,
-    /// Most bytes a job may write to stdout.
-    pub max_output_bytes: usize,
-    /// How long shutdown waits for runs in flight.
-    pub drain_timeout: Duration,
-}
-
-/// What every schedule task shares.
-struct Shared {
-    live: Arc<Live>,
-    store: Arc<Store>,
-    config: SchedulerConfig,
-    /// Runs of each (function, schedule) in flight on this replica, for `overlap = "skip"`.
-    local_running: Mutex<HashMap<(String, String), u32>>,
-}
 
 /// A unique name for this replica: host, process and a random suffix.
 pub fn replica_name() -> String {
@@ -149,19 +129,6 @@ pub async fn run(
         tracing::warn!("scheduled runs still in flight after {drain:?}; another replica retries them when their leases expire");
         runs.abort_all();
     }
-}
-
-/// One fire to run: a new one (claim first) or one taken over from a dead replica.
-struct Job {
-    function: Arc<Function>,
-    schedule: usize,
-    at: DateTime<Utc>,
-    /// `Some((id, attempt))` when the fire is already ours (taken over).
-    taken: Option<(u64, u32)>,
-}
-
-fn lease(function: &Function) -> Duration {
-    function.spec.limits.timeout + LEASE_MARGIN
 }
 
 async fn schedule_loop(
@@ -280,188 +247,3 @@ async fn reap_loop(
     }
 }
 
-fn fire_key(function: &Function, spec: &ScheduleSpec, at: DateTime<Utc>) -> FireKey {
-    FireKey {
-        function: function.spec.name.clone(),
-        schedule: spec.name.clone(),
-        at,
-    }
-}
-
-/// Marks a (function, schedule) as running on this replica while alive.
-struct LocalRun<'a> {
-    shared: &'a Shared,
-    key: (String, String),
-}
-
-impl<'a> LocalRun<'a> {
-    fn start(shared: &'a Shared, key: (String, String)) -> (Self, u32) {
-        let mut m = shared
-            .local_running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(key.clone()).or_default();
-        *n += 1;
-        let before = *n - 1;
-        (LocalRun { shared, key }, before)
-    }
-}
-
-impl Drop for LocalRun<'_> {
-    fn drop(&mut self) {
-        let mut m = self
-            .shared
-            .local_running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
-
-impl Job {
-    async fn run(self, shared: &Shared) {
-        let spec = &self.function.spec.schedules[self.schedule];
-        let key = fire_key(&self.function, spec, self.at);
-        let store = &shared.store;
-        let replica = &shared.config.replica;
-        let lease = lease(&self.function);
-        let (id, first_attempt) = match self.taken {
-            Some(t) => t,
-            None => match store.claim(&key, replica, lease).await {
-                Ok(Some(id)) => (id, 1),
-                Ok(None) => return, // another replica runs it
-                Err(e) => {
-                    tracing::error!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "cannot claim the fire: {e:#}");
-                    return;
-                }
-            },
-        };
-        let (_local, already) =
-            LocalRun::start(shared, (key.function.clone(), key.schedule.clone()));
-        if spec.overlap == Overlap::Skip && first_attempt == 1 {
-            let elsewhere = store
-                .running_besides(&key.function, &key.schedule, id)
-                .await
-                .unwrap_or(false);
-            if already > 0 || elsewhere {
-                tracing::info!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "skipped: the previous run is still going (overlap = \"skip\")");
-                log_err(store.finish(id, &key, "skipped", None).await);
-                return;
-            }
-        }
-        let mut last_error = String::new();
-        for attempt in first_attempt..=spec.retries + 1 {
-            if attempt > first_attempt {
-                let wait = backoff(attempt);
-                log_err(store.extend_lease(id, wait + lease).await);
-                tokio::time::sleep(wait).await;
-            }
-            let started = Instant::now();
-            // The claim (or the takeover, or the lease extension before a retry) already
-            // covers this attempt, so the guest starts at once and its history row is written
-            // alongside, not before: a slow commit must not make the run late.
-            let (recorded, outcome) = tokio::join!(
-                store.start_attempt(id, &key, attempt, replica, lease),
-                invoke(
-                    &self.function,
-                    spec,
-                    self.at,
-                    attempt,
-                    shared.config.max_output_bytes,
-                )
-            );
-            log_err(recorded);
-            let took = started.elapsed();
-            let status = if outcome.is_ok() {
-                "succeeded"
-            } else {
-                "failed"
-            };
-            let error = outcome.as_ref().err().map(String::as_str);
-            tracing::info!(
-                function = %key.function,
-                schedule = %key.schedule,
-                fire_time = %key.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                attempt,
-                %status,
-                ms = took.as_millis() as u64,
-                error = %error.unwrap_or(""),
-                "scheduled run"
-            );
-            log_err(store.end_attempt(id, attempt, status, took, error).await);
-            match outcome {
-                Ok(()) => {
-                    log_err(store.finish(id, &key, "succeeded", None).await);
-                    return;
-                }
-                Err(e) => last_error = e,
-            }
-        }
-        log_err(store.finish(id, &key, "failed", Some(&last_error)).await);
-    }
-}
-
-fn log_err(r: anyhow::Result<()>) {
-    if let Err(e) = r {
-        tracing::warn!("the platform database did not take a run update: {e:#}");
-    }
-}
-
-/// The event's variables: the schedule contract, then the manifest's `[env]`.
-pub fn schedule_env(
-    function: &Function,
-    spec: &ScheduleSpec,
-    at: DateTime<Utc>,
-    attempt: u32,
-) -> Vec<(String, String)> {
-    crate::cgi::event_env(
-        "schedule",
-        vec![
-            ("SCHEDULE_NAME".into(), spec.name.clone()),
-            (
-                "SCHEDULED_AT".into(),
-                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            ),
-            ("ATTEMPT".into(), attempt.to_string()),
-        ],
-        spec.payload.len(),
-        if spec.payload.is_empty() {
-            ""
-        } else {
-            "application/json"
-        },
-        "",
-        &function.spec.env,
-    )
-}
-
-/// Runs one attempt. Success is exit 0 with no `Status`, or a 2xx `Status`.
-async fn invoke(
-    function: &Function,
-    spec: &ScheduleSpec,
-    at: DateTime<Utc>,
-    attempt: u32,
-    stdout_cap: usize,
-) -> Result<(), String> {
-    let _permit = function
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| e.to_string())?;
-    let env = schedule_env(function, spec, at, attempt);
-    let inv = function.invocation(env, Bytes::from(spec.payload.clone()), stdout_cap);
-    let output = function
-        .module
-        .invoke(inv)
-        .await
-        .map_err(|e| format!("the function {e}"))?;
-    match crate::cgi::explicit_status(&output) {
-        Some(status) if !(200..300).contains(&status) => {
-            Err(format!("the function answered status {status}"))
-        }
-        _ => Ok(()),
-    }
-}

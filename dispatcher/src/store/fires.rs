@@ -1,116 +1,22 @@
-//! Platform state shared by replicas: schedule fire claims and run history, in MariaDB at
-//! `DISPATCHER_DB` (default `DATABASE_URL`), or in memory for a lone dispatcher.
+//! Schedule fire claims and run history.
 //!
 //! Exactly-once: each `(function, schedule, fire time)` is claimed by inserting a row under a
 //! unique key, so only the replica whose insert succeeds runs it. The row carries a lease (in
 //! the database's clock, so replica clock drift does not matter); a replica that dies mid-run
 //! leaves it to expire, and another replica takes the fire over as the next attempt.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{NaiveDateTime, Utc};
 use mysql_async::prelude::*;
-use mysql_async::{Opts, Pool};
-use serde::Serialize;
 
-pub use crate::catalog::{MemoryCatalog, NewVersion, VersionRecord};
+use super::connection::Store;
+use super::memory::MemFire;
+use super::records::{micros, naive, text, Abandoned, FireKey, KnownSchedule};
+use crate::api::{FireStatus, RunRecord};
 
 /// Most fires kept per schedule; older history is pruned.
 pub const HISTORY_PER_SCHEDULE: u64 = 1000;
-
-/// The versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(u32, &str)] = &[
-    (
-        1,
-        "CREATE TABLE IF NOT EXISTS dispatcher_schedule_fires (
-            id BIGINT AUTO_INCREMENT PRIMARY KEY,
-            function_name VARCHAR(64) NOT NULL,
-            schedule_name VARCHAR(64) NOT NULL,
-            fire_time DATETIME(6) NOT NULL,
-            replica VARCHAR(128) NOT NULL,
-            status VARCHAR(16) NOT NULL,
-            attempt INT NOT NULL,
-            lease_until DATETIME(6) NULL,
-            started_at DATETIME(6) NOT NULL,
-            finished_at DATETIME(6) NULL,
-            error TEXT NULL,
-            UNIQUE KEY fire (function_name, schedule_name, fire_time),
-            KEY expiring (status, lease_until)
-        )",
-    ),
-    (
-        2,
-        "CREATE TABLE IF NOT EXISTS dispatcher_schedule_attempts (
-            fire_id BIGINT NOT NULL,
-            attempt INT NOT NULL,
-            replica VARCHAR(128) NOT NULL,
-            status VARCHAR(16) NOT NULL,
-            started_at DATETIME(6) NOT NULL,
-            finished_at DATETIME(6) NULL,
-            duration_ms BIGINT NULL,
-            error TEXT NULL,
-            PRIMARY KEY (fire_id, attempt)
-        )",
-    ),
-    // The deploy catalog (crate::catalog). Modules are stored once per content hash, in
-    // chunks well under any `max_allowed_packet`.
-    (
-        3,
-        "CREATE TABLE IF NOT EXISTS dispatcher_modules (
-            hash CHAR(64) PRIMARY KEY,
-            size BIGINT NOT NULL,
-            chunks INT NOT NULL,
-            created_at DATETIME(6) NOT NULL
-        )",
-    ),
-    (
-        4,
-        "CREATE TABLE IF NOT EXISTS dispatcher_module_chunks (
-            hash CHAR(64) NOT NULL,
-            seq INT NOT NULL,
-            data MEDIUMBLOB NOT NULL,
-            PRIMARY KEY (hash, seq)
-        )",
-    ),
-    (
-        5,
-        "CREATE TABLE IF NOT EXISTS dispatcher_versions (
-            name VARCHAR(64) NOT NULL,
-            version INT NOT NULL,
-            manifest MEDIUMTEXT NOT NULL,
-            module_hash CHAR(64) NOT NULL,
-            module_size BIGINT NOT NULL,
-            source VARCHAR(1024) NOT NULL,
-            deployed_by VARCHAR(255) NOT NULL,
-            deployed_at DATETIME(6) NOT NULL,
-            PRIMARY KEY (name, version)
-        )",
-    ),
-    (
-        6,
-        "CREATE TABLE IF NOT EXISTS dispatcher_functions (
-            name VARCHAR(64) PRIMARY KEY,
-            current_version INT NULL,
-            updated_at DATETIME(6) NOT NULL
-        )",
-    ),
-    (
-        7,
-        "CREATE TABLE IF NOT EXISTS dispatcher_catalog (
-            id TINYINT PRIMARY KEY,
-            generation BIGINT NOT NULL
-        )",
-    ),
-    (
-        8,
-        "INSERT IGNORE INTO dispatcher_catalog (id, generation) VALUES (1, 0)",
-    ),
-];
-
-/// For a (function, schedule) this replica knows: its retries and lease, if it has one.
-pub type KnownSchedule<'a> = dyn Fn(&str, &str) -> Option<(u32, Duration)> + Sync + 'a;
 
 /// One row of `runs`: function, schedule, fire time, attempt, status, replica, start,
 /// duration and error.
@@ -126,125 +32,7 @@ type RunRow = (
     Option<String>,
 );
 
-/// Identifies one fire.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FireKey {
-    pub function: String,
-    pub schedule: String,
-    /// The scheduled time, UTC, microsecond precision.
-    pub at: DateTime<Utc>,
-}
-
-/// A fire another replica abandoned, taken over by this one.
-#[derive(Debug, Clone)]
-pub struct Abandoned {
-    pub id: u64,
-    pub key: FireKey,
-    /// The attempt this replica now runs.
-    pub attempt: u32,
-}
-
-/// One attempt in the history, for `dispatcher runs`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    pub function: String,
-    pub schedule: String,
-    pub fire_time: String,
-    pub attempt: u32,
-    pub status: String,
-    pub replica: String,
-    pub started_at: String,
-    pub duration_ms: Option<u64>,
-    pub error: Option<String>,
-}
-
-/// Where platform state lives. Made once per process, so the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Store {
-    /// One dispatcher alone: replicas would each run every fire, and deploys last only
-    /// as long as the process.
-    Memory(Mutex<MemoryState>, tokio::sync::Mutex<MemoryCatalog>),
-    /// Shared by every replica on the database.
-    Db(Pool),
-}
-
-#[derive(Default)]
-pub struct MemoryState {
-    next_id: u64,
-    fires: HashMap<u64, MemFire>,
-    keys: HashMap<FireKey, u64>,
-    attempts: Vec<(u64, RunRecord)>,
-    /// Deployed modules by content hash (the catalog's, see [`crate::catalog`]).
-    pub(crate) modules: HashMap<String, std::sync::Arc<[u8]>>,
-}
-
-struct MemFire {
-    key: FireKey,
-    status: String,
-}
-
-fn naive(t: DateTime<Utc>) -> NaiveDateTime {
-    t.naive_utc()
-}
-
-pub(crate) fn text(t: NaiveDateTime) -> String {
-    t.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-fn micros(d: Duration) -> u64 {
-    d.as_micros() as u64
-}
-
 impl Store {
-    pub fn memory() -> Store {
-        Store::Memory(
-            Mutex::new(MemoryState::default()),
-            tokio::sync::Mutex::new(MemoryCatalog::default()),
-        )
-    }
-
-    /// Connects to the database and applies the migrations it has not seen.
-    pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        let opts = Opts::from_url(url)
-            .map_err(|e| anyhow::anyhow!("DISPATCHER_DB is not a valid mysql:// URL: {e}"))?;
-        let pool = Pool::new(opts);
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), pool.get_conn())
-            .await
-            .map_err(|_| anyhow::anyhow!("the platform database did not answer within 10 s"))?
-            .map_err(|e| anyhow::anyhow!("cannot connect to the platform database: {e}"))?;
-        // One replica migrates at a time.
-        let locked: Option<i64> = conn
-            .query_first("SELECT GET_LOCK('dispatcher_migrations', 30)")
-            .await?;
-        anyhow::ensure!(
-            locked == Some(1),
-            "timed out waiting for another replica's migrations"
-        );
-        conn.query_drop(
-            "CREATE TABLE IF NOT EXISTS dispatcher_migrations (version INT PRIMARY KEY, applied_at DATETIME(6) NOT NULL)",
-        )
-        .await?;
-        let applied: Vec<u32> = conn
-            .query("SELECT version FROM dispatcher_migrations")
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            conn.query_drop(*sql).await?;
-            conn.exec_drop(
-                "INSERT INTO dispatcher_migrations (version, applied_at) VALUES (?, NOW(6))",
-                (version,),
-            )
-            .await?;
-            tracing::info!(version, "applied platform database migration");
-        }
-        conn.query_drop("DO RELEASE_LOCK('dispatcher_migrations')")
-            .await?;
-        Ok(Store::Db(pool))
-    }
-
     /// Claims a fire for `replica`; `None` if another replica (or an earlier run) has it.
     pub async fn claim(
         &self,
@@ -265,7 +53,7 @@ impl Store {
                     id,
                     MemFire {
                         key: key.clone(),
-                        status: "running".into(),
+                        status: FireStatus::Running,
                     },
                 );
                 Ok(Some(id))
@@ -301,7 +89,7 @@ impl Store {
                 let m = m.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(m.fires.iter().any(|(id, f)| {
                     *id != except
-                        && f.status == "running"
+                        && f.status == FireStatus::Running
                         && f.key.function == function
                         && f.key.schedule == schedule
                 }))
@@ -359,7 +147,7 @@ impl Store {
                     schedule: key.schedule.clone(),
                     fire_time: key.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                     attempt,
-                    status: "running".into(),
+                    status: FireStatus::Running,
                     replica: replica.into(),
                     started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     duration_ms: None,
@@ -406,7 +194,7 @@ impl Store {
         &self,
         id: u64,
         attempt: u32,
-        status: &str,
+        status: FireStatus,
         duration: Duration,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
@@ -419,7 +207,7 @@ impl Store {
                     .rev()
                     .find(|(fid, r)| *fid == id && r.attempt == attempt)
                 {
-                    r.status = status.into();
+                    r.status = status;
                     r.duration_ms = Some(duration.as_millis() as u64);
                     r.error = error.map(Into::into);
                 }
@@ -430,7 +218,7 @@ impl Store {
                 conn.exec_drop(
                     "UPDATE dispatcher_schedule_attempts SET status = ?, finished_at = NOW(6), duration_ms = ?, error = ?
                      WHERE fire_id = ? AND attempt = ?",
-                    (status, duration.as_millis() as u64, error, id, attempt),
+                    (status.as_str(), duration.as_millis() as u64, error, id, attempt),
                 )
                 .await?;
                 Ok(())
@@ -443,14 +231,14 @@ impl Store {
         &self,
         id: u64,
         key: &FireKey,
-        status: &str,
+        status: FireStatus,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
         match self {
             Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(f) = m.fires.get_mut(&id) {
-                    f.status = status.into();
+                    f.status = status;
                 }
                 // Bounded history: keep the newest attempts.
                 let cap = (HISTORY_PER_SCHEDULE * 4) as usize;
@@ -464,7 +252,7 @@ impl Store {
                 let mut conn = pool.get_conn().await?;
                 conn.exec_drop(
                     "UPDATE dispatcher_schedule_fires SET status = ?, finished_at = NOW(6), lease_until = NULL, error = ? WHERE id = ?",
-                    (status, error, id),
+                    (status.as_str(), error, id),
                 )
                 .await?;
                 // Keep the newest HISTORY_PER_SCHEDULE fires of this schedule.
@@ -599,7 +387,8 @@ impl Store {
                             schedule,
                             fire_time: text(at),
                             attempt,
-                            status,
+                            // A name from a newer version reads as lost: it is not running here.
+                            status: FireStatus::parse(&status).unwrap_or(FireStatus::Lost),
                             replica,
                             started_at: text(started),
                             duration_ms,

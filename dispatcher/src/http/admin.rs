@@ -19,35 +19,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::cgi;
+use super::body::{read_body, BodyError};
+use super::response::{error_response, json, respond, Body};
+use super::state::AppState;
+use crate::api::{Action, ErrorBody, Health};
 use crate::deploy::{DeployError, Upload};
-use crate::server::{admit, error_response, read_body, respond, AppState, BodyError};
+use crate::function::Event;
 
 /// The reserved prefix.
 pub const PREFIX: &str = "/_dispatcher";
-
-type Body = Full<Bytes>;
-
-/// The admin token, kept as its SHA-256 so that comparing takes the same time whatever the
-/// guess (its length included).
-pub struct AdminToken([u8; 32]);
-
-impl AdminToken {
-    pub fn new(token: &str) -> Self {
-        AdminToken(Sha256::digest(token.as_bytes()).into())
-    }
-
-    fn accepts(&self, given: &str) -> bool {
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        self.0.ct_eq(&given).into()
-    }
-}
 
 /// Whether a request path belongs to the admin API.
 pub fn is_admin_path(path: &str) -> bool {
@@ -55,20 +37,6 @@ pub fn is_admin_path(path: &str) -> bool {
         || path
             .strip_prefix(PREFIX)
             .is_some_and(|r| r.starts_with('/'))
-}
-
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|e| {
-        format!("{{\"error\":\"internal\",\"message\":\"cannot encode the answer: {e}\"}}")
-            .into_bytes()
-    });
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 fn err(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
@@ -81,21 +49,23 @@ fn deploy_error(e: DeployError) -> Response<Body> {
             let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             json(
                 StatusCode::BAD_REQUEST,
-                &serde_json::json!({
-                    "error": "invalid",
-                    "message": lines.join("; "),
-                    "errors": lines,
-                }),
+                &ErrorBody {
+                    error: "invalid".into(),
+                    message: lines.join("; "),
+                    errors: lines,
+                    ..ErrorBody::default()
+                },
             )
         }
         DeployError::Conflict { conflict, .. } => json(
             StatusCode::CONFLICT,
-            &serde_json::json!({
-                "error": "route_conflict",
-                "message": conflict.to_string(),
-                "route": conflict.route,
-                "owner": conflict.owner,
-            }),
+            &ErrorBody {
+                error: "route_conflict".into(),
+                message: conflict.to_string(),
+                route: Some(conflict.route),
+                owner: Some(conflict.owner),
+                ..ErrorBody::default()
+            },
         ),
         DeployError::NotFound(m) => err(StatusCode::NOT_FOUND, "not_found", &m),
         DeployError::NoVersion(m) => err(StatusCode::CONFLICT, "no_earlier_version", &m),
@@ -121,14 +91,12 @@ pub async fn handle(
         if parts.method != Method::GET {
             return (None, not_allowed("GET"));
         }
-        let functions = state.platform.live().peek().functions.len();
-        return (
-            None,
-            json(
-                StatusCode::OK,
-                &serde_json::json!({ "status": "ok", "functions": functions }),
-            ),
-        );
+        let functions = state.deployments.live().peek().functions.len();
+        let health = Health {
+            status: "ok".into(),
+            functions,
+        };
+        return (None, json(StatusCode::OK, &health));
     }
     let Some(token) = &state.admin else {
         return (
@@ -167,14 +135,14 @@ pub async fn handle(
         .collect();
     let m = &parts.method;
     let resp = match segments.as_slice() {
-        ["functions"] if m == Method::GET => json(StatusCode::OK, &state.platform.list()),
+        ["functions"] if m == Method::GET => json(StatusCode::OK, &state.deployments.list()),
         ["functions"] if m == Method::POST => deploy(state, &parts, body).await,
         ["functions"] => not_allowed("GET, POST"),
-        ["functions", name] if m == Method::GET => match state.platform.show(name).await {
+        ["functions", name] if m == Method::GET => match state.deployments.show(name).await {
             Ok(d) => json(StatusCode::OK, &d),
             Err(e) => deploy_error(e),
         },
-        ["functions", name] if m == Method::DELETE => match state.platform.remove(name).await {
+        ["functions", name] if m == Method::DELETE => match state.deployments.remove(name).await {
             Ok(r) => json(StatusCode::OK, &r),
             Err(e) => deploy_error(e),
         },
@@ -184,7 +152,7 @@ pub async fn handle(
                 Ok(to) => to,
                 Err(m) => return (None, err(StatusCode::BAD_REQUEST, "bad_request", &m)),
             };
-            match state.platform.rollback(name, to).await {
+            match state.deployments.rollback(name, to).await {
                 Ok(r) => json(StatusCode::OK, &r),
                 Err(e) => deploy_error(e),
             }
@@ -338,9 +306,9 @@ async fn deploy(state: &AppState, parts: &Parts, body: Incoming) -> Response<Bod
         wasm,
         by,
     };
-    match state.platform.deploy(upload).await {
+    match state.deployments.deploy(upload).await {
         Ok(r) => json(
-            if r.action == "deployed" {
+            if r.action == Action::Deployed {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
@@ -360,7 +328,7 @@ async fn invoke(
     parts: &Parts,
     body: Incoming,
 ) -> (Option<Arc<str>>, Response<Body>) {
-    let Some(function) = state.platform.live().load().functions.get(name).cloned() else {
+    let Some(function) = state.deployments.live().load().functions.get(name).cloned() else {
         return (
             None,
             err(
@@ -375,25 +343,16 @@ async fn invoke(
         Ok(b) => b,
         Err(resp) => return (who, resp),
     };
-    let permit = match admit(&function, state.config.queue_timeout).await {
-        Ok(p) => p,
-        Err(resp) => return (who, resp),
-    };
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let env = cgi::event_env(
-        "invoke",
-        Vec::new(),
-        input.len(),
+    let event = Event::Invoke {
+        query: parts.uri.query().unwrap_or(""),
         content_type,
-        parts.uri.query().unwrap_or(""),
-        &function.spec.env,
-    );
-    let inv = function.invocation(env, input, state.config.max_output_bytes);
-    let result = function.module.invoke(inv).await;
-    drop(permit);
+        body: input,
+    };
+    let result = function.run(event, state.run_config()).await;
     (who, respond(&function, result))
 }
