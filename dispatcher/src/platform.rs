@@ -20,8 +20,8 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::schedule::{self, SchedulerConfig};
 use crate::store::Store;
 
-/// Everything a platform is started with.
-#[derive(Debug, Clone, Default)]
+/// Everything a platform is started with. (No `Debug`: it holds the admin token.)
+#[derive(Clone, Default)]
 pub struct Config {
     /// A folder of manifests deployed at start-up as one change (unchanged files are no-ops);
     /// `None` serves what the catalog holds.
