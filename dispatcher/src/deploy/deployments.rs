@@ -80,15 +80,15 @@ fn summary(f: &Function) -> Summary {
 impl Deployments {
     /// The deployed set of what the catalog holds now.
     pub async fn start(runtime: Runtime, store: Arc<Store>) -> anyhow::Result<Arc<Deployments>> {
-        let platform = Arc::new(Deployments {
+        let deployments = Arc::new(Deployments {
             runtime,
             store,
             live: Arc::new(Live::new(Registry::default())),
             synced: Mutex::new(None),
             failing: std::sync::Mutex::default(),
         });
-        platform.sync().await?;
-        Ok(platform)
+        deployments.sync().await?;
+        Ok(deployments)
     }
 
     pub fn live(&self) -> &Arc<Live> {

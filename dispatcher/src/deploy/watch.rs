@@ -50,7 +50,7 @@ fn scan(dir: &Path) -> HashMap<PathBuf, Fingerprint> {
 }
 
 /// Watches `dir` until `shutdown`. What is on disk now counts as deployed already.
-pub async fn run(platform: Arc<Deployments>, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(deployments: Arc<Deployments>, dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
     tracing::info!(folder = %dir.display(), "watching manifests and modules for changes");
     let mut deployed = scan(&dir);
     let mut last = deployed.clone();
@@ -66,7 +66,7 @@ pub async fn run(platform: Arc<Deployments>, dir: PathBuf, mut shutdown: watch::
                 continue;
             }
             deployed.insert(path.clone(), print.clone());
-            redeploy(&platform, path).await;
+            redeploy(&deployments, path).await;
         }
         for path in deployed.keys().filter(|p| !now.contains_key(*p)) {
             tracing::warn!(manifest = %path.display(), "manifest removed from the folder; its function stays deployed (`dispatcher remove NAME` removes it)");
@@ -76,7 +76,7 @@ pub async fn run(platform: Arc<Deployments>, dir: PathBuf, mut shutdown: watch::
     }
 }
 
-async fn redeploy(platform: &Deployments, path: &Path) {
+async fn redeploy(deployments: &Deployments, path: &Path) {
     let spec = match manifest::load_file(path, &|k| std::env::var(k).ok()) {
         Ok(spec) => spec,
         Err(errors) => {
@@ -88,7 +88,7 @@ async fn redeploy(platform: &Deployments, path: &Path) {
         }
     };
     let source = path.display().to_string();
-    match platform.deploy_specs(vec![(spec, source)], "watch").await {
+    match deployments.deploy_specs(vec![(spec, source)], "watch").await {
         Ok(reports) => {
             for r in reports {
                 tracing::info!(function = %r.name, version = r.version, action = r.action.as_str(), "watch");

@@ -1,5 +1,5 @@
-//! The schedule trigger: fires every function's cron schedules, exactly once across the
-//! replicas that share a [`Store`], with retries, overlap control and catch-up.
+//! Arming schedules as deploys come and go, and handing each fire (or each run taken over
+//! from a dead replica) to a [`Job`].
 //!
 //! Semantics: each fire time starts once. A failed attempt (non-zero exit, trap, timeout, or a
 //! non-2xx `Status`) is retried up to `retries` times with exponential backoff from 1 s, by
