@@ -20,6 +20,8 @@ mod linking;
 mod net_policy;
 mod preview1;
 mod sockets;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
