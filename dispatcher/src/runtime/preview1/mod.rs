@@ -226,7 +226,8 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 let Some(Descriptor::Stdin(stdin)) = h.fds.get_mut(fd) else {
                     return Err(Errno::Badf);
                 };
-                // `iovecs` checked that the lengths add up to a u32, so the total does too.
+                // `iovecs` checked that the lengths add up to a u32, so the total does too;
+                // each read is at most its buffer's `v.len` bytes.
                 let mut total = 0u32;
                 for v in iovs {
                     let n = stdin.read(m.bytes_mut(v.buf, v.len)?) as u32;
