@@ -1,24 +1,9 @@
-//! The per-instance file-descriptor table.
-//!
-//! A fresh instance starts with exactly three descriptors: stdin (the request body), stdout (the
-//! response, captured up to a cap) and stderr (forwarded to the log, line by line). There are
-//! no preopened directories, so a guest sees no filesystem. Sockets (the WasmEdge extension)
-//! are added to the same table as further descriptor kinds.
+//! The three standard descriptors of an instance: the event's input, the captured answer and
+//! the log.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
-
-/// An open descriptor.
-#[derive(Debug)]
-pub enum Descriptor {
-    /// fd 0: the event's input.
-    Stdin(Stdin),
-    /// fd 1: what the guest answers.
-    Stdout(Capture),
-    /// fd 2: diagnostics, logged with the function's name.
-    Stderr(LogLines),
-    /// A socket from WasmEdge's socket extension.
-    Socket(Box<super::socket::Socket>),
-}
 
 /// The request body, read once from the front.
 #[derive(Debug, Default)]
@@ -72,7 +57,7 @@ impl Capture {
 #[derive(Debug)]
 pub struct LogLines {
     /// The function the lines come from.
-    pub function: std::sync::Arc<str>,
+    pub function: Arc<str>,
     /// A line not yet ended by `\n`.
     pending: Vec<u8>,
 }
@@ -81,7 +66,7 @@ pub struct LogLines {
 const MAX_LOG_LINE: usize = 8 * 1024;
 
 impl LogLines {
-    pub fn new(function: std::sync::Arc<str>) -> Self {
+    pub fn new(function: Arc<str>) -> Self {
         LogLines {
             function,
             pending: Vec::new(),
@@ -121,56 +106,6 @@ impl Drop for LogLines {
     }
 }
 
-/// The descriptors of one instance, indexed by fd number.
-#[derive(Debug)]
-pub struct FdTable {
-    slots: Vec<Option<Descriptor>>,
-}
-
-impl FdTable {
-    /// stdin, stdout and stderr at 0, 1 and 2.
-    pub fn new(stdin: Bytes, stdout_cap: usize, function: std::sync::Arc<str>) -> Self {
-        FdTable {
-            slots: vec![
-                Some(Descriptor::Stdin(Stdin { remaining: stdin })),
-                Some(Descriptor::Stdout(Capture::new(stdout_cap))),
-                Some(Descriptor::Stderr(LogLines::new(function))),
-            ],
-        }
-    }
-
-    pub fn get_mut(&mut self, fd: u32) -> Option<&mut Descriptor> {
-        self.slots.get_mut(fd as usize).and_then(Option::as_mut)
-    }
-
-    pub fn get(&self, fd: u32) -> Option<&Descriptor> {
-        self.slots.get(fd as usize).and_then(Option::as_ref)
-    }
-
-    /// Puts a descriptor in the lowest free slot and returns its number.
-    pub fn insert(&mut self, d: Descriptor) -> u32 {
-        if let Some(i) = self.slots.iter().position(Option::is_none) {
-            self.slots[i] = Some(d);
-            i as u32
-        } else {
-            self.slots.push(Some(d));
-            (self.slots.len() - 1) as u32
-        }
-    }
-
-    pub fn remove(&mut self, fd: u32) -> Option<Descriptor> {
-        self.slots.get_mut(fd as usize).and_then(Option::take)
-    }
-
-    /// The captured stdout, taken out of the table (empty if the guest closed fd 1).
-    pub fn take_stdout(&mut self) -> Option<Capture> {
-        match self.slots.get_mut(1).and_then(Option::take) {
-            Some(Descriptor::Stdout(c)) => Some(c),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,10 +132,11 @@ mod tests {
     }
 
     #[test]
-    fn lowest_free_slot() {
-        let mut t = FdTable::new(Bytes::new(), 10, "f".into());
-        t.remove(0);
-        assert_eq!(t.insert(Descriptor::Stdin(Stdin::default())), 0);
-        assert_eq!(t.insert(Descriptor::Stdin(Stdin::default())), 3);
+    fn long_log_lines_are_cut() {
+        let mut l = LogLines::new("f".into());
+        l.write(&vec![b'x'; MAX_LOG_LINE + 10]);
+        assert_eq!(l.pending.len(), MAX_LOG_LINE);
+        l.write(b"\nnext");
+        assert_eq!(l.pending, b"next");
     }
 }
