@@ -86,7 +86,9 @@ impl Platform {
         let admin = match config.admin_token.as_deref() {
             Some(t) if !t.is_empty() => Some(AdminToken::new(t)),
             _ => {
-                tracing::info!("the admin API is off: set DISPATCHER_ADMIN_TOKEN to deploy to this platform");
+                tracing::info!(
+                    "the admin API is off: set DISPATCHER_ADMIN_TOKEN to deploy to this platform"
+                );
                 None
             }
         };
@@ -135,7 +137,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Platform::start(config).await?.serve(listener, shutdown).await
+    Platform::start(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }
 
 /// Validates a folder of manifests and compiles their modules, deploying nothing: the

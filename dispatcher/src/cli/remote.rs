@@ -17,7 +17,11 @@ impl ClientArgs {
     }
 
     /// `value` as JSON with `--json`, else as `human` prints it.
-    fn print<T: Serialize + ?Sized>(&self, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    fn print<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T),
+    ) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {

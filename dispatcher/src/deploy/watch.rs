@@ -88,7 +88,10 @@ async fn redeploy(deployments: &Deployments, path: &Path) {
         }
     };
     let source = path.display().to_string();
-    match deployments.deploy_specs(vec![(spec, source)], "watch").await {
+    match deployments
+        .deploy_specs(vec![(spec, source)], "watch")
+        .await
+    {
         Ok(reports) => {
             for r in reports {
                 tracing::info!(function = %r.name, version = r.version, action = r.action.as_str(), "watch");

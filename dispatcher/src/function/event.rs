@@ -39,7 +39,14 @@ impl Event<'_> {
                 query,
                 content_type,
                 body,
-            } => event_env("invoke", Vec::new(), body.len(), content_type, query, manifest_env),
+            } => event_env(
+                "invoke",
+                Vec::new(),
+                body.len(),
+                content_type,
+                query,
+                manifest_env,
+            ),
             Event::Schedule {
                 schedule,
                 at,
@@ -137,10 +144,7 @@ fn event_env(
 
 /// The CGI variables for a request, followed by `manifest_env` (which wins over request
 /// variables of the same name, so a client can never override the operator's settings).
-fn request_env(
-    req: &RequestInfo<'_>,
-    manifest_env: &[(String, String)],
-) -> Vec<(String, String)> {
+fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         Vec::with_capacity(24 + req.headers.len() + manifest_env.len());
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
@@ -233,7 +237,6 @@ fn request_env(
     }
     env
 }
-
 
 #[cfg(test)]
 mod tests {

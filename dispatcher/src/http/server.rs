@@ -101,4 +101,3 @@ async fn handle(
     );
     response
 }
-

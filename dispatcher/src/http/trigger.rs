@@ -97,4 +97,3 @@ pub async fn handle(
         .await;
     (name, respond(function, result))
 }
-

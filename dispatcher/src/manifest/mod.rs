@@ -18,7 +18,6 @@
 //! Every manifest in a folder is validated before anything is served, and all the errors are
 //! reported together. Each error names the file, the field and what was expected.
 
-
 mod error;
 mod load;
 mod parse;

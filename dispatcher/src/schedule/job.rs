@@ -146,7 +146,11 @@ impl Job {
                 Err(e) => last_error = e,
             }
         }
-        log_err(store.finish(id, &key, FireStatus::Failed, Some(&last_error)).await);
+        log_err(
+            store
+                .finish(id, &key, FireStatus::Failed, Some(&last_error))
+                .await,
+        );
     }
 }
 

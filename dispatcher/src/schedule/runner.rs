@@ -246,4 +246,3 @@ async fn reap_loop(
         }
     }
 }
-
