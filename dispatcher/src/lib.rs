@@ -1,20 +1,25 @@
 //! The dispatcher: a serverless platform that serves WebAssembly functions from manifests.
 //!
-//! The pipeline is the module list: [`manifest`] (files to specs) -> [`registry`] (specs to
-//! compiled functions and routes) -> [`server`] (HTTP trigger) -> [`runtime`] (a fresh
-//! instance per event), with [`cgi`] as the contract between the trigger and the function.
+//! The rooms, each depending only on those listed before it:
+//! - [`api`]: the admin API's request and answer types, shared by server and CLI.
+//! - [`runtime`]: the engine; a fresh, limited instance per event; the WASI host.
+//! - `manifest`: files to validated specs (routes, schedules, limits, network policy).
+//! - `function`: a deployed function and the one way any trigger runs it (the CGI contract).
+//! - `store`: the platform database (catalog, schedule claims and history) or memory.
+//! - `deploy`: changing what is deployed, the live registry, catalog sync, `--watch`.
+//! - `schedule`: the schedule trigger. `http`: the listener, the HTTP trigger, the admin API.
+//! - [`platform`]: all of it assembled, from a [`platform::Config`] and a listener.
+//! - [`cli`]: the command line, over the above.
 
-pub mod admin;
-pub mod catalog;
-pub mod cgi;
-pub mod client;
-pub mod deploy;
-pub mod manifest;
-pub mod registry;
-pub mod route;
+pub mod api;
+pub mod cli;
+mod deploy;
+mod function;
+mod http;
+mod manifest;
+pub mod platform;
 pub mod runtime;
-pub mod schedule;
-pub mod scheduler;
-pub mod server;
-pub mod store;
-pub mod watch;
+mod schedule;
+mod store;
+
+pub use platform::{run, Config, Platform};

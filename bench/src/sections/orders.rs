@@ -388,7 +388,7 @@ impl LogSummary {
     }
 }
 
-/// Reads tracing's lines: `... INFO dispatcher::server: request function="list_orders" ...
+/// Reads tracing's lines: `... INFO request: function="list_orders" ...
 /// status=200 us=812` and `... INFO guest: timings start_us=.. connect_us=.. query_us=..
 /// close_us=.. function=list_orders`.
 fn parse_log(text: &str) -> LogSummary {
@@ -420,7 +420,7 @@ fn parse_log(text: &str) -> LogSummary {
                 s.query_us.push(query);
                 s.close_us.push(close);
             }
-        } else if words.contains(&"request") && line.contains("list_orders") {
+        } else if target == "request:" && line.contains("list_orders") {
             if let Some(status) = field("status=") {
                 *s.statuses.entry(status as u16).or_default() += 1;
             }
@@ -627,9 +627,9 @@ mod tests {
     fn log_lines_give_timings_and_handler_times() {
         let log = "\
 2026-01-01T00:00:00.000001Z  INFO guest: timings start_us=40 connect_us=300 query_us=120 close_us=30 function=list_orders
-2026-01-01T00:00:00.000002Z  INFO dispatcher::server: request function=list_orders method=GET path=\"/orders\" status=200 us=700
+2026-01-01T00:00:00.000002Z  INFO request: function=list_orders method=GET path=\"/orders\" status=200 us=700
 2026-01-01T00:00:00.000003Z  INFO guest: database unavailable: refused function=list_orders
-2026-01-01T00:00:00.000004Z  INFO dispatcher::server: request function=list_orders method=GET path=\"/orders\" status=503 us=41000
+2026-01-01T00:00:00.000004Z  INFO request: function=list_orders method=GET path=\"/orders\" status=503 us=41000
 ";
         let s = parse_log(log);
         assert_eq!(s.start_us, [40]);

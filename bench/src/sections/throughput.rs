@@ -210,7 +210,7 @@ fn scan_log(path: &Path, offset: u64) -> anyhow::Result<LogSummary> {
     Ok(parse_log(&read_from(path, offset)?))
 }
 
-/// Reads tracing's `... INFO dispatcher::server: request function="echo" ... status=200 us=153`.
+/// Reads tracing's `... INFO request: function="echo" ... status=200 us=153`.
 fn parse_log(text: &str) -> LogSummary {
     let mut summary = LogSummary::default();
     for line in text.lines() {
@@ -242,9 +242,9 @@ mod tests {
     #[test]
     fn log_lines_give_statuses_spikes_and_warnings() {
         let log = "\
-2025-01-01T00:00:00.000001Z  INFO dispatcher::server: request function=\"echo\" method=POST path=\"/echo\" status=200 us=150
-2025-01-01T00:00:00.000002Z  INFO dispatcher::server: request function=\"echo\" method=POST path=\"/echo\" status=503 us=41000
-2025-01-01T00:00:00.000003Z  WARN dispatcher::server: invocation failed: no instance slot was free
+2025-01-01T00:00:00.000001Z  INFO request: function=\"echo\" method=POST path=\"/echo\" status=200 us=150
+2025-01-01T00:00:00.000002Z  INFO request: function=\"echo\" method=POST path=\"/echo\" status=503 us=41000
+2025-01-01T00:00:00.000003Z  WARN dispatcher::http::response: invocation failed: no instance slot was free
 ";
         let s = parse_log(log);
         assert_eq!(s.statuses.get(&200), Some(&1));

@@ -2,12 +2,26 @@
 //!
 //! Everything wasmtime-specific lives under this module, so that triggers and the registry
 //! only see [`Runtime`], [`Prepared`], [`Invocation`] and [`InvokeError`].
+//!
+//! Layers, each using only those above it in this list:
+//! - `abi`: errno table, constants and record layouts, checked guest memory;
+//! - `fd`: the descriptor table (stdio and sockets);
+//! - `host`: the per-instance state the calls see (`Host`, memory limiter, exit code);
+//! - `preview1` and `sockets`: the host calls (neither uses the other);
+//! - `linking`: puts both into the `Linker` and stubs what is missing.
+//!
+//! Beside them, `cache` keeps compiled modules on disk and `net_policy` is the allow-list.
 
+mod abi;
 mod cache;
 mod fd;
+mod host;
+mod linking;
 mod net_policy;
-mod socket;
-mod wasi;
+mod preview1;
+mod sockets;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,11 +34,11 @@ use wasmtime::{
     PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-pub use net_policy::{Endpoint, NetPolicy};
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
 use fd::FdTable;
-use wasi::{ExitCode, Host, MemoryLimiter};
+use host::{ExitCode, Host, MemoryLimiter};
+pub use net_policy::{Endpoint, NetPolicy};
 
 /// How often the epoch advances; a spinning guest yields to tokio at this interval.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -124,8 +138,7 @@ impl Runtime {
             Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasi::add_to_linker(&mut linker)
-            .and_then(|()| socket::add_to_linker(&mut linker))
+        linking::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
 
         let cache = match &config.cache_dir {
@@ -222,31 +235,7 @@ impl Runtime {
                 ))
             }
         }
-        let has_missing = module
-            .imports()
-            .any(|i| i.module() != wasi::MODULE || !wasi::provides(i.name()));
-        // preview1's own `sock_accept` takes three arguments, WasmEdge's two.
-        let accept_params = module.imports().find_map(|i| match i.ty() {
-            wasmtime::ExternType::Func(f)
-                if i.module() == wasi::MODULE && i.name() == "sock_accept" =>
-            {
-                Some(f.params().len())
-            }
-            _ => None,
-        });
-        let pre = if has_missing || accept_params == Some(3) {
-            let mut linker = (*self.linker).clone();
-            linker.allow_shadowing(true);
-            if accept_params == Some(3) {
-                socket::define_accept(&mut linker, 3)
-                    .map_err(|e| LoadError::Unsupported(format!("cannot bind sock_accept: {e}")))?;
-            }
-            wasi::stub_missing(&mut linker, &module).map_err(LoadError::Unsupported)?;
-            linker.instantiate_pre(&module)
-        } else {
-            self.linker.instantiate_pre(&module)
-        }
-        .map_err(|e| LoadError::Unsupported(format!("cannot link the module: {e:#}")))?;
+        let pre = linking::pre_link(&self.linker, &module).map_err(LoadError::Unsupported)?;
 
         Ok(Prepared {
             pre,

@@ -1,0 +1,231 @@
+//! The command line: clap types, and one file per command family: `serve` and `check`
+//! ([`serve`]), the admin API's commands ([`remote`]), `schedules` and `runs` ([`history`]).
+
+mod client;
+mod history;
+mod remote;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Serverless functions on WebAssembly: HTTP routes to a fresh instance per request"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP and schedules until SIGINT or SIGTERM: what the platform database holds,
+    /// plus the manifests folder (deployed at start-up; unchanged files are no-ops).
+    Serve {
+        /// Folder of manifests to deploy at start-up, one `*.toml` per function.
+        #[arg(long, env = "DISPATCHER_MANIFESTS")]
+        manifests: Option<PathBuf>,
+        /// Redeploy a manifest, or the `.wasm` it names, when it changes on disk.
+        #[arg(long, requires = "manifests")]
+        watch: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Largest deploy (manifest and module) the admin API accepts, in bytes.
+        #[arg(long, env = "DISPATCHER_MAX_DEPLOY", default_value_t = 256 << 20)]
+        max_deploy: usize,
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, env = "DISPATCHER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Largest request body, in bytes.
+        #[arg(long, env = "DISPATCHER_MAX_BODY", default_value_t = 16 << 20)]
+        max_body: usize,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Validate the manifests and compile their modules, then exit: 0 if all are good.
+    Check {
+        /// Folder of manifests.
+        #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
+        manifests: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Deploy manifests (each with the `.wasm` it names) to a running platform.
+    Deploy {
+        /// Manifest files.
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the deployed functions.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one function and its versions.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a function: its route answers 404 once requests in flight finish.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make the previous version (or --to VERSION) current again.
+    Rollback {
+        name: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: Option<u32>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a function once and print its response body.
+    Invoke {
+        name: String,
+        /// The body on the function's stdin: text, or @FILE, or @- for stdin.
+        #[arg(long, short)]
+        data: Option<String>,
+        /// The query string the function sees, e.g. `id=7&verbose=1`.
+        #[arg(long, short)]
+        query: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List each schedule with its next 5 fire times, in its time zone.
+    Schedules {
+        /// Folder of manifests.
+        #[arg(long, env = "DISPATCHER_MANIFESTS", default_value = "manifests")]
+        manifests: PathBuf,
+    },
+    /// Print the history of scheduled runs from the platform database, newest first.
+    Runs {
+        /// Only this function's runs.
+        name: Option<String>,
+        /// How many attempts to show.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DbArgs {
+    /// The platform database (schedule claims and history): a mysql:// URL. Defaults to
+    /// DATABASE_URL. Without one, a lone dispatcher keeps schedules in memory.
+    #[arg(long = "db", env = "DISPATCHER_DB")]
+    pub(crate) url: Option<String>,
+}
+
+impl DbArgs {
+    pub(crate) fn url(&self) -> Option<String> {
+        self.url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ClientArgs {
+    /// The platform's URL.
+    #[arg(
+        long,
+        env = "DISPATCHER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub(crate) server: String,
+    /// The admin token.
+    #[arg(long, env = "DISPATCHER_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EngineArgs {
+    /// Folder for compiled modules, so a restart does not compile again.
+    #[arg(
+        long,
+        env = "DISPATCHER_CACHE_DIR",
+        default_value = ".dispatcher-cache"
+    )]
+    pub(crate) cache_dir: PathBuf,
+    /// Compile every module at start-up instead of using the cache.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Instances that may run at once across all functions (the pool's size).
+    #[arg(long, env = "DISPATCHER_MAX_INSTANCES", default_value_t = 1000)]
+    pub(crate) max_instances: u32,
+}
+
+impl EngineArgs {
+    pub(crate) fn runtime_config(&self) -> crate::runtime::RuntimeConfig {
+        crate::runtime::RuntimeConfig {
+            cache_dir: (!self.no_cache).then(|| self.cache_dir.clone()),
+            max_instances: self.max_instances,
+            ..crate::runtime::RuntimeConfig::default()
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            manifests,
+            watch,
+            engine,
+            max_deploy,
+            listen,
+            max_body,
+            db,
+        } => {
+            let config = crate::platform::Config {
+                manifests,
+                watch,
+                runtime: engine.runtime_config(),
+                db_url: db.url(),
+                admin_token: std::env::var("DISPATCHER_ADMIN_TOKEN").ok(),
+                http: crate::http::HttpConfig {
+                    max_body_bytes: max_body,
+                    max_deploy_bytes: max_deploy,
+                    ..crate::http::HttpConfig::default()
+                },
+            };
+            serve::serve(config, listen).await
+        }
+        Command::Check { manifests, engine } => serve::check(&manifests, &engine).await,
+        Command::Deploy { manifests, client } => remote::deploy(&client, &manifests).await,
+        Command::List { client } => remote::list(&client).await,
+        Command::Show { name, client } => remote::show(&client, &name).await,
+        Command::Remove { name, client } => remote::remove(&client, &name).await,
+        Command::Rollback { name, to, client } => remote::rollback(&client, &name, to).await,
+        Command::Invoke {
+            name,
+            data,
+            query,
+            client,
+        } => remote::invoke(&client, &name, data.as_deref(), query.as_deref()).await,
+        Command::Schedules { manifests } => history::schedules(&manifests),
+        Command::Runs {
+            name,
+            limit,
+            json,
+            db,
+        } => history::runs(name.as_deref(), limit, json, &db).await,
+    }
+}

@@ -1,0 +1,358 @@
+//! The admin API under `/_dispatcher/`, a prefix no manifest may claim. JSON in and out.
+//!
+//! | Method and path                               | What                                   |
+//! |-----------------------------------------------|----------------------------------------|
+//! | `GET /_dispatcher/health`                     | liveness and readiness (no token)      |
+//! | `GET /_dispatcher/functions`                  | list what is deployed                  |
+//! | `POST /_dispatcher/functions`                 | deploy (multipart: `manifest`, `wasm`) |
+//! | `GET /_dispatcher/functions/{name}`           | one function and its versions          |
+//! | `DELETE /_dispatcher/functions/{name}`        | remove                                 |
+//! | `POST /_dispatcher/functions/{name}/rollback` | previous version, or `?to=N`           |
+//! | `POST /_dispatcher/functions/{name}/invoke`   | run once: body on stdin, query as is   |
+//!
+//! Every other call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`; without that
+//! variable the API is off (404).
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::body::{read_body, BodyError};
+use super::response::{error_response, json, respond, Body};
+use super::state::AppState;
+use crate::api::{Action, ErrorBody, Health};
+use crate::deploy::{DeployError, Upload};
+use crate::function::Event;
+
+/// The reserved prefix.
+pub const PREFIX: &str = "/_dispatcher";
+
+/// Whether a request path belongs to the admin API.
+pub fn is_admin_path(path: &str) -> bool {
+    path == PREFIX
+        || path
+            .strip_prefix(PREFIX)
+            .is_some_and(|r| r.starts_with('/'))
+}
+
+fn err(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    error_response(status, kind, None, message)
+}
+
+fn deploy_error(e: DeployError) -> Response<Body> {
+    match e {
+        DeployError::Invalid(errors) => {
+            let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            json(
+                StatusCode::BAD_REQUEST,
+                &ErrorBody {
+                    error: "invalid".into(),
+                    message: lines.join("; "),
+                    errors: lines,
+                    ..ErrorBody::default()
+                },
+            )
+        }
+        DeployError::Conflict { conflict, .. } => json(
+            StatusCode::CONFLICT,
+            &ErrorBody {
+                error: "route_conflict".into(),
+                message: conflict.to_string(),
+                route: Some(conflict.route),
+                owner: Some(conflict.owner),
+                ..ErrorBody::default()
+            },
+        ),
+        DeployError::NotFound(m) => err(StatusCode::NOT_FOUND, "not_found", &m),
+        DeployError::NoVersion(m) => err(StatusCode::CONFLICT, "no_earlier_version", &m),
+        DeployError::Store(e) => {
+            tracing::warn!("admin request failed on the platform database: {e:#}");
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                &format!("the platform database failed, nothing was changed: {e:#}"),
+            )
+        }
+    }
+}
+
+/// Handles one request under [`PREFIX`].
+pub async fn handle(
+    state: &AppState,
+    parts: Parts,
+    body: Incoming,
+) -> (Option<Arc<str>>, Response<Body>) {
+    let path = parts.uri.path().to_string();
+    if path == "/_dispatcher/health" {
+        if parts.method != Method::GET {
+            return (None, not_allowed("GET"));
+        }
+        let functions = state.deployments.live().peek().functions.len();
+        let health = Health {
+            status: "ok".into(),
+            functions,
+        };
+        return (None, json(StatusCode::OK, &health));
+    }
+    let Some(token) = &state.admin else {
+        return (
+            None,
+            err(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the admin API is off: the platform was started without DISPATCHER_ADMIN_TOKEN",
+            ),
+        );
+    };
+    let given = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => {
+            tracing::warn!(%path, "admin request without a token refused");
+            return (
+                None,
+                unauthorized("this call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`"),
+            );
+        }
+        Some(t) if !token.accepts(t.trim()) => {
+            tracing::warn!(%path, "admin request with a wrong token refused");
+            return (None, unauthorized("the admin token was rejected"));
+        }
+        Some(_) => {}
+    }
+
+    let segments: Vec<&str> = path
+        .trim_start_matches(PREFIX)
+        .trim_matches('/')
+        .split('/')
+        .collect();
+    let m = &parts.method;
+    let resp = match segments.as_slice() {
+        ["functions"] if m == Method::GET => json(StatusCode::OK, &state.deployments.list()),
+        ["functions"] if m == Method::POST => deploy(state, &parts, body).await,
+        ["functions"] => not_allowed("GET, POST"),
+        ["functions", name] if m == Method::GET => match state.deployments.show(name).await {
+            Ok(d) => json(StatusCode::OK, &d),
+            Err(e) => deploy_error(e),
+        },
+        ["functions", name] if m == Method::DELETE => match state.deployments.remove(name).await {
+            Ok(r) => json(StatusCode::OK, &r),
+            Err(e) => deploy_error(e),
+        },
+        ["functions", _] => not_allowed("GET, DELETE"),
+        ["functions", name, "rollback"] if m == Method::POST => {
+            let to = match query_version(&parts) {
+                Ok(to) => to,
+                Err(m) => return (None, err(StatusCode::BAD_REQUEST, "bad_request", &m)),
+            };
+            match state.deployments.rollback(name, to).await {
+                Ok(r) => json(StatusCode::OK, &r),
+                Err(e) => deploy_error(e),
+            }
+        }
+        ["functions", name, "invoke"] if m == Method::POST => {
+            return invoke(state, name, &parts, body).await
+        }
+        ["functions", _, "rollback" | "invoke"] => not_allowed("POST"),
+        _ => err(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no admin call at {path}: see GET /_dispatcher/functions"),
+        ),
+    };
+    (None, resp)
+}
+
+fn unauthorized(message: &str) -> Response<Body> {
+    let mut resp = err(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut resp = err(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("allowed here: {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// `?to=N` of a rollback.
+fn query_version(parts: &Parts) -> Result<Option<u32>, String> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("to=") {
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("`to={v}` is not a version: expected a positive integer"));
+        }
+    }
+    Ok(None)
+}
+
+async fn read(parts: &Parts, body: Incoming, max: usize) -> Result<Bytes, Response<Body>> {
+    read_body(body, &parts.headers, max)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => err(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the request body is larger than {max} bytes"),
+            ),
+            BodyError::Read(e) => err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("the request body could not be read: {e}"),
+            ),
+        })
+}
+
+const DEPLOY_FORM: &str = "expected a multipart/form-data body with a `manifest` part (the manifest's TOML) and a `wasm` part (the module)";
+
+/// `POST /_dispatcher/functions`: one manifest and its module.
+async fn deploy(state: &AppState, parts: &Parts, body: Incoming) -> Response<Body> {
+    let boundary = match parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(multer::parse_boundary)
+    {
+        Some(Ok(b)) => b,
+        _ => return err(StatusCode::BAD_REQUEST, "bad_request", DEPLOY_FORM),
+    };
+    let bytes = match read(parts, body, state.config.max_deploy_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, Infallible>(bytes) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut manifest: Option<(String, String)> = None;
+    let mut wasm: Option<Vec<u8>> = None;
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("the form is malformed ({e}): {DEPLOY_FORM}"),
+                )
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let file = field.file_name().map(str::to_string);
+        let data = match field.bytes().await {
+            Ok(d) => d,
+            Err(e) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("the form part `{name}` could not be read: {e}"),
+                )
+            }
+        };
+        match name.as_str() {
+            "manifest" => match String::from_utf8(data.to_vec()) {
+                Ok(text) => manifest = Some((file.unwrap_or_else(|| "manifest.toml".into()), text)),
+                Err(_) => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the `manifest` part is not UTF-8 text: expected the manifest's TOML",
+                    )
+                }
+            },
+            "wasm" => wasm = Some(data.to_vec()),
+            other => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("unexpected form part `{other}`: {DEPLOY_FORM}"),
+                )
+            }
+        }
+    }
+    let (Some((label, manifest)), Some(wasm)) = (manifest, wasm) else {
+        return err(StatusCode::BAD_REQUEST, "bad_request", DEPLOY_FORM);
+    };
+    let by = parts
+        .headers
+        .get("x-deployed-by")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("api")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let upload = Upload {
+        manifest,
+        source: format!("api:{label}"),
+        label: PathBuf::from(label),
+        wasm,
+        by,
+    };
+    match state.deployments.deploy(upload).await {
+        Ok(r) => json(
+            if r.action == Action::Deployed {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &r,
+        ),
+        Err(e) => deploy_error(e),
+    }
+}
+
+/// `POST /_dispatcher/functions/{name}/invoke`: runs the function once with the body on
+/// stdin and the call's query string as `QUERY_STRING` (`TRIGGER=invoke`), and answers with
+/// its response.
+async fn invoke(
+    state: &AppState,
+    name: &str,
+    parts: &Parts,
+    body: Incoming,
+) -> (Option<Arc<str>>, Response<Body>) {
+    let Some(function) = state.deployments.live().load().functions.get(name).cloned() else {
+        return (
+            None,
+            err(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no function named `{name}` is deployed"),
+            ),
+        );
+    };
+    let who = Some(function.name.clone());
+    let input = match read(parts, body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return (who, resp),
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let event = Event::Invoke {
+        query: parts.uri.query().unwrap_or(""),
+        content_type,
+        body: input,
+    };
+    let result = function.run(event, state.run_config()).await;
+    (who, respond(&function, result))
+}

@@ -1,0 +1,14 @@
+//! HTTP: the listener, the trigger that runs functions for requests, and the admin API under
+//! `/_dispatcher/`, with the request-body and response helpers they share.
+
+mod admin;
+mod body;
+mod response;
+mod server;
+mod state;
+mod token;
+mod trigger;
+
+pub use server::serve;
+pub use state::{AppState, HttpConfig};
+pub use token::AdminToken;

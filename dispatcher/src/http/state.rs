@@ -1,0 +1,53 @@
+//! What every request handler shares: the deployed set, the HTTP limits and the admin token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::token::AdminToken;
+use crate::deploy::Deployments;
+
+/// Settings of the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest output (headers and body) a function may write; more gets 502.
+    pub max_output_bytes: usize,
+    /// How long a request waits for a free instance of its function before 503.
+    pub queue_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+    /// Largest deploy request (manifest and module) the admin API accepts.
+    pub max_deploy_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 16 << 20,
+            max_output_bytes: 32 << 20,
+            queue_timeout: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(10),
+            max_deploy_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    /// The deployed functions, and the way to change them.
+    pub deployments: Arc<Deployments>,
+    pub config: HttpConfig,
+    /// The admin API's token (`DISPATCHER_ADMIN_TOKEN`); `None` turns the API off.
+    pub admin: Option<AdminToken>,
+}
+
+impl AppState {
+    /// How requests (and admin invokes) run their function.
+    pub fn run_config(&self) -> crate::function::RunConfig {
+        crate::function::RunConfig {
+            max_output_bytes: self.config.max_output_bytes,
+            queue_timeout: Some(self.config.queue_timeout),
+        }
+    }
+}

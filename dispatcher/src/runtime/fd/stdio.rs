@@ -1,0 +1,142 @@
+//! The three standard descriptors of an instance: the event's input, the captured answer and
+//! the log.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// The request body, read once from the front.
+#[derive(Debug, Default)]
+pub struct Stdin {
+    /// Bytes not read yet.
+    pub remaining: Bytes,
+}
+
+impl Stdin {
+    /// Copies up to `buf.len()` bytes into `buf`, returning how many; 0 means end of input.
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.remaining.len());
+        buf[..n].copy_from_slice(&self.remaining[..n]);
+        let _consumed = self.remaining.split_to(n);
+        n
+    }
+}
+
+/// Output captured in memory, up to `cap` bytes.
+#[derive(Debug)]
+pub struct Capture {
+    /// What the guest has written so far.
+    pub data: Vec<u8>,
+    /// Most bytes the guest may write; one more fails the invocation.
+    pub cap: usize,
+    /// Set once the guest tried to write past `cap`.
+    pub overflowed: bool,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Self {
+        Capture {
+            data: Vec::new(),
+            cap,
+            overflowed: false,
+        }
+    }
+
+    /// Appends `bytes`; returns false (and keeps nothing of them) past the cap.
+    pub fn write(&mut self, bytes: &[u8]) -> bool {
+        if self.data.len() + bytes.len() > self.cap {
+            self.overflowed = true;
+            return false;
+        }
+        self.data.extend_from_slice(bytes);
+        true
+    }
+}
+
+/// Splits a byte stream into lines and logs each one, tagged with the function's name.
+#[derive(Debug)]
+pub struct LogLines {
+    /// The function the lines come from.
+    pub function: Arc<str>,
+    /// A line not yet ended by `\n`.
+    pending: Vec<u8>,
+}
+
+/// Longest stderr line kept; the rest of a longer line is cut off in the log.
+const MAX_LOG_LINE: usize = 8 * 1024;
+
+impl LogLines {
+    pub fn new(function: Arc<str>) -> Self {
+        LogLines {
+            function,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        while let Some(i) = bytes.iter().position(|&b| b == b'\n') {
+            self.push(&bytes[..i]);
+            self.flush();
+            bytes = &bytes[i + 1..];
+        }
+        self.push(bytes);
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_LOG_LINE.saturating_sub(self.pending.len());
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    /// Logs the pending line, if any.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let line = String::from_utf8_lossy(&self.pending);
+        let line = line.trim_end_matches('\r');
+        tracing::info!(target: "guest", function = %self.function, "{line}");
+        self.pending.clear();
+    }
+}
+
+impl Drop for LogLines {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_caps() {
+        let mut c = Capture::new(4);
+        assert!(c.write(b"ab"));
+        assert!(!c.write(b"cde"));
+        assert!(c.overflowed);
+        assert_eq!(c.data, b"ab");
+    }
+
+    #[test]
+    fn stdin_reads_in_pieces() {
+        let mut s = Stdin {
+            remaining: Bytes::from_static(b"hello"),
+        };
+        let mut buf = [0u8; 3];
+        assert_eq!(s.read(&mut buf), 3);
+        assert_eq!(&buf, b"hel");
+        assert_eq!(s.read(&mut buf), 2);
+        assert_eq!(s.read(&mut buf), 0);
+    }
+
+    #[test]
+    fn long_log_lines_are_cut() {
+        let mut l = LogLines::new("f".into());
+        l.write(&vec![b'x'; MAX_LOG_LINE + 10]);
+        assert_eq!(l.pending.len(), MAX_LOG_LINE);
+        l.write(b"\nnext");
+        assert_eq!(l.pending, b"next");
+    }
+}

@@ -1,0 +1,75 @@
+//! End-to-end checks of the host calls through a real instance: a guest that hands the host
+//! bad pointers and sizes gets errnos back, and the host does not panic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::abi::Errno;
+use super::{Invocation, NetPolicy, Runtime, RuntimeConfig};
+
+/// Calls host functions with bad arguments and answers with one byte per result.
+const BAD_ARGUMENTS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_open" (func $sock_open (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_bind" (func $sock_bind (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; 16: WasiAddress {buf = 32, len = 4}; 32: 127.0.0.1
+  (data (i32.const 16) "\20\00\00\00\04\00\00\00")
+  (data (i32.const 32) "\7f\00\00\01")
+  ;; 48: an iovec whose buffer runs past the end of memory
+  (data (i32.const 48) "\00\ff\00\00\00\02\00\00")
+  ;; 300: the iovec of the answer, 8 bytes at 100
+  (data (i32.const 300) "\64\00\00\00\08\00\00\00")
+  (func (export "_start")
+    ;; An iovec array that runs off the end of memory.
+    (i32.store8 (i32.const 100) (call $fd_write (i32.const 1) (i32.const 0xfffffff8) (i32.const 2) (i32.const 0)))
+    ;; An iovec count no memory could hold.
+    (i32.store8 (i32.const 101) (call $fd_write (i32.const 1) (i32.const 0) (i32.const 0x40000000) (i32.const 0)))
+    ;; An out-pointer at the last byte of memory.
+    (i32.store8 (i32.const 102) (call $args_sizes_get (i32.const 0xffff) (i32.const 0)))
+    ;; A subscription count no memory could hold.
+    (i32.store8 (i32.const 103) (call $poll_oneoff (i32.const 0) (i32.const 0) (i32.const 0x10000000) (i32.const 0)))
+    ;; A buffer one byte past the end.
+    (i32.store8 (i32.const 104) (call $random_get (i32.const 0xffff) (i32.const 2)))
+    ;; A port past 65535.
+    (drop (call $sock_open (i32.const 1) (i32.const 2) (i32.const 200)))
+    (i32.store8 (i32.const 105) (call $sock_bind (i32.load (i32.const 200)) (i32.const 16) (i32.const 70000)))
+    ;; Zero bytes at the very end of memory are fine.
+    (i32.store8 (i32.const 106) (call $random_get (i32.const 0x10000) (i32.const 0)))
+    ;; A valid iovec array whose buffer is not in memory.
+    (i32.store8 (i32.const 107) (call $fd_write (i32.const 1) (i32.const 48) (i32.const 1) (i32.const 0)))
+    (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))))"#;
+
+#[tokio::test]
+async fn bad_guest_pointers_get_errnos_not_panics() {
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: None,
+        max_instances: 2,
+        max_memory_bytes: 16 << 20,
+    })
+    .unwrap();
+    let wasm = wat::parse_str(BAD_ARGUMENTS).unwrap();
+    let prepared = rt.prepare(&wasm).unwrap();
+    let out = prepared
+        .invoke(Invocation {
+            function: "bad".into(),
+            args: vec!["bad".into()],
+            env: Vec::new(),
+            stdin: Default::default(),
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(10),
+            stdout_cap: 1 << 10,
+            net: Arc::new(NetPolicy::default()),
+        })
+        .await
+        .unwrap();
+    let (fault, inval) = (Errno::Fault.code() as u8, Errno::Inval.code() as u8);
+    assert_eq!(
+        out,
+        [fault, inval, fault, inval, fault, inval, 0, fault],
+        "one errno per bad call"
+    );
+}
