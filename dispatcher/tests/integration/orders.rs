@@ -3,11 +3,10 @@
 //! WasmEdge socket extension. Each test uses its own database.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{client, manifest, sql, unique_name, wasm, Dispatcher, Options};
+use crate::harness::{client, manifest, sql, unique_name, wasm, Dispatcher, Options, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -265,60 +264,6 @@ async fn fifty_concurrent_creates_leave_fifty_rows() {
     let (status, resp) = call(&d, "GET", "/order_count", None).await;
     assert_eq!(status, 200);
     assert_eq!(text_of(resp).await.trim(), r#"{"count":50}"#);
-}
-
-/// A TCP proxy the test can cut and restore.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Proxy {
-    async fn start(target: &'static str) -> Arc<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let p = Arc::new(Proxy {
-            addr: listener.local_addr().unwrap(),
-            up: Arc::new(AtomicBool::new(true)),
-            conns: Arc::default(),
-            accept: Mutex::new(None),
-        });
-        p.serve(listener, target);
-        p
-    }
-
-    fn serve(self: &Arc<Self>, listener: TcpListener, target: &'static str) {
-        let conns = self.conns.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns.lock().unwrap().push(h);
-            }
-        });
-        *self.accept.lock().unwrap() = Some(task);
-    }
-
-    /// Closes the listening port and every connection through it.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        if let Some(t) = self.accept.lock().unwrap().take() {
-            t.abort();
-        }
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    async fn restore(self: &Arc<Self>, target: &'static str) {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
-        self.up.store(true, Ordering::SeqCst);
-        self.serve(listener, target);
-    }
 }
 
 #[tokio::test]

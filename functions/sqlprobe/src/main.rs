@@ -108,11 +108,15 @@ fn main() {
     function_sdk::run_async(|req: Request| async move {
         let answer = match serde_json::from_slice::<Probe>(req.body()) {
             Ok(probe) => probe_db(probe).await,
-            Err(e) => json!({ "error": { "code": null, "message": format!("bad request body: {e}") } }),
+            Err(e) => {
+                json!({ "error": { "code": null, "message": format!("bad request body: {e}") } })
+            }
         };
         let mut resp = Response::new(answer.to_string().into_bytes());
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     });
 }
@@ -281,7 +285,10 @@ async fn many_connections(probe: &Probe, opts: Opts, limit: Duration) -> Json {
         match outcome {
             Ok(conn) => conns.push(conn),
             Err(e) => {
-                let key = (e["code"].as_u64(), e["message"].as_str().unwrap_or("").to_string());
+                let key = (
+                    e["code"].as_u64(),
+                    e["message"].as_str().unwrap_or("").to_string(),
+                );
                 *errors.entry(key).or_default() += 1;
             }
         }

@@ -5,6 +5,7 @@
 mod db;
 mod load;
 mod process;
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 pub use db::{sql, unique_name, PlatformDb};
 pub use load::Load;
 pub use process::{bare_command, dispatcher_command, Dispatcher, Options};
+pub use proxy::Proxy;
 
 /// The repo's root.
 pub fn repo() -> PathBuf {
