@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{client, manifest, sql, unique_name, wasm, Dispatcher, Options};
+use crate::harness::{
+    client, manifest, sql, unique_name, wasm, Dispatcher, InProcess, Options, Server,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -96,7 +98,7 @@ fn assert_cors(resp: &reqwest::Response) {
 }
 
 async fn call(
-    d: &Dispatcher,
+    d: &impl Server,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -177,7 +179,7 @@ async fn bad_input_gets_400_naming_the_field() {
     let db = TestDb::create("bad");
     let dir = tempfile::tempdir().unwrap();
     orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
 
@@ -244,7 +246,7 @@ async fn fifty_concurrent_creates_leave_fifty_rows() {
     let db = TestDb::create("conc");
     let dir = tempfile::tempdir().unwrap();
     orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
     let url = d.url("/create_order");
@@ -328,7 +330,7 @@ async fn database_outage_gives_503_fast_and_recovery_needs_no_restart() {
     let via = proxy.addr.to_string();
     let dir = tempfile::tempdir().unwrap();
     orders_manifests(dir.path(), &db.url_via(&via), &via);
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
 
