@@ -69,8 +69,9 @@ impl Drop for TestDb {
     }
 }
 
-/// Manifests for every orders endpoint (plus `order_count`) against `db_url`, allowed to
-/// reach `allow`.
+/// Manifests for every orders endpoint (plus `order_count`) against `db_url`, with one
+/// `[network] allow` entry: the URL itself (as the shipped manifests have it: sessions from
+/// the host's pool) or a `host:port` (a direct connection).
 fn orders_manifests(dir: &Path, db_url: &str, allow: &str) {
     let mut all: Vec<(&str, &str, &str)> = ENDPOINTS.to_vec();
     all.push(("order_count", "/order_count", "GET"));
@@ -122,7 +123,7 @@ async fn text_of(resp: reqwest::Response) -> String {
 async fn the_seed_curl_session_byte_for_byte_with_cors() {
     let db = TestDb::create("seed");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = Dispatcher::start(dir.path());
 
     let steps: &[(&str, &str, Option<&str>, &str)] = &[
@@ -178,7 +179,7 @@ async fn the_seed_curl_session_byte_for_byte_with_cors() {
 async fn bad_input_gets_400_naming_the_field() {
     let db = TestDb::create("bad");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
@@ -224,7 +225,7 @@ async fn bad_input_gets_400_naming_the_field() {
 async fn a_sql_error_is_500_with_details_only_in_the_log() {
     let db = TestDb::create("sqlerr");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = Dispatcher::start(dir.path());
     // No /init: the table does not exist.
     let (status, resp) = call(&d, "GET", "/orders", None).await;
@@ -245,7 +246,7 @@ async fn a_sql_error_is_500_with_details_only_in_the_log() {
 async fn fifty_concurrent_creates_leave_fifty_rows() {
     let db = TestDb::create("conc");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
@@ -329,7 +330,7 @@ async fn database_outage_gives_503_fast_and_recovery_needs_no_restart() {
     let proxy = Proxy::start(MARIADB).await;
     let via = proxy.addr.to_string();
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(&via), &via);
+    orders_manifests(dir.path(), &db.url_via(&via), &db.url_via(&via));
     let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
