@@ -5,6 +5,7 @@
 //! - [`runtime`]: the engine; a fresh, limited instance per event; the WASI host.
 //! - `manifest`: files to validated specs (routes, schedules, limits, network policy).
 //! - `function`: a deployed function and the one way any trigger runs it (the CGI contract).
+//! - `dbpool`: database sessions from a host-side pool, for the guests' `mysql://` endpoints.
 //! - `store`: the platform database (catalog, schedule claims and history) or memory.
 //! - `deploy`: changing what is deployed, the live registry, catalog sync, `--watch`.
 //! - `schedule`: the schedule trigger. `http`: the listener, the HTTP trigger, the admin API.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod cli;
+mod dbpool;
 mod deploy;
 mod function;
 mod http;

@@ -14,8 +14,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+pub use crate::dbpool::PoolConfig;
+use crate::dbpool::Pools;
 use crate::deploy::{self, Deployments};
-use crate::http::{self, AdminToken, AppState, HttpConfig};
+pub use crate::http::HttpConfig;
+use crate::http::{self, AdminToken, AppState};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::schedule::{self, SchedulerConfig};
 use crate::store::Store;
@@ -37,6 +40,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Limits of the HTTP listener and of each invocation's output.
     pub http: HttpConfig,
+    /// The database session pools: backends per endpoint, waits.
+    pub db_pool: PoolConfig,
 }
 
 /// A started platform: its functions deployed, not yet serving.
@@ -52,7 +57,8 @@ impl Platform {
     pub async fn start(config: Config) -> anyhow::Result<Platform> {
         let runtime = Runtime::new(&config.runtime)?;
         let store = Arc::new(open_store(config.db_url.as_deref()).await?);
-        let deployments = Deployments::start(runtime, store.clone()).await?;
+        let deployments =
+            Deployments::start(runtime, store.clone(), Pools::new(config.db_pool)).await?;
         if let Some(dir) = &config.manifests {
             deployments.deploy_folder(dir).await?;
         }
@@ -146,7 +152,12 @@ pub async fn run(
 /// Validates a folder of manifests and compiles their modules, deploying nothing: the
 /// number of functions, or every error found.
 pub async fn check(manifests: &Path, runtime: &RuntimeConfig) -> anyhow::Result<usize> {
-    let deployments = Deployments::start(Runtime::new(runtime)?, Arc::new(Store::memory())).await?;
+    let deployments = Deployments::start(
+        Runtime::new(runtime)?,
+        Arc::new(Store::memory()),
+        Pools::new(PoolConfig::default()),
+    )
+    .await?;
     deployments.deploy_folder(manifests).await?;
     Ok(deployments.live().peek().functions.len())
 }

@@ -146,6 +146,7 @@ fn time_invocations(
         stdin: stdin.clone(),
         memory_bytes: 128 << 20,
         timeout: Duration::from_secs(10),
+        max_sockets: 64,
         stdout_cap: 32 << 20,
         net: net.clone(),
     };

@@ -43,6 +43,12 @@ enum Command {
         /// Largest request body, in bytes.
         #[arg(long, env = "DISPATCHER_MAX_BODY", default_value_t = 16 << 20)]
         max_body: usize,
+        /// Most backend connections of each database session pool (per endpoint: host,
+        /// port, user, schema) on this replica. The default leaves room for several replicas
+        /// within MariaDB's default `max_connections` of 151.
+        #[arg(long, env = "DISPATCHER_DB_POOL_SIZE", default_value_t = 16,
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        db_pool_size: u16,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -192,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             max_deploy,
             listen,
             max_body,
+            db_pool_size,
             db,
         } => {
             let config = crate::platform::Config {
@@ -204,6 +211,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_body_bytes: max_body,
                     max_deploy_bytes: max_deploy,
                     ..crate::http::HttpConfig::default()
+                },
+                db_pool: crate::platform::PoolConfig {
+                    max_backends: usize::from(db_pool_size),
+                    ..crate::platform::PoolConfig::default()
                 },
             };
             serve::serve(config, listen).await

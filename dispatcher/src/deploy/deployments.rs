@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use super::error::DeployError;
 use super::registry::{Live, Registry};
 use crate::api::{Action, Details, Report, Summary, Version};
+use crate::dbpool::Pools;
 use crate::function::Function;
 use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
 use crate::runtime::{Origin, Runtime};
@@ -43,6 +44,8 @@ struct Candidate {
 /// The deployed set of one replica, and the only way to change it.
 pub struct Deployments {
     pub(super) runtime: Runtime,
+    /// The database session pools that functions' `mysql://` endpoints are served from.
+    pub(super) pools: Arc<Pools>,
     pub(super) store: Arc<Store>,
     pub(super) live: Arc<Live>,
     /// Orders this process's changes, and holds the catalog generation `live` reflects
@@ -79,9 +82,14 @@ fn summary(f: &Function) -> Summary {
 
 impl Deployments {
     /// The deployed set of what the catalog holds now.
-    pub async fn start(runtime: Runtime, store: Arc<Store>) -> anyhow::Result<Arc<Deployments>> {
+    pub async fn start(
+        runtime: Runtime,
+        store: Arc<Store>,
+        pools: Arc<Pools>,
+    ) -> anyhow::Result<Arc<Deployments>> {
         let deployments = Arc::new(Deployments {
             runtime,
+            pools,
             store,
             live: Arc::new(Live::new(Registry::default())),
             synced: Mutex::new(None),
@@ -265,10 +273,25 @@ impl Deployments {
             deployed_by: by.to_string(),
             deployed_at: String::new(),
         };
+        let spec = self
+            .with_pools(spec)
+            .map_err(|e| DeployError::Store(anyhow::anyhow!("{e}")))?;
         Ok(Candidate {
             function: Function::new(spec, module, deployed),
             wasm,
         })
+    }
+
+    /// The spec with its pooled databases served by the host's session pools.
+    pub(super) fn with_pools(&self, mut spec: FunctionSpec) -> Result<FunctionSpec, String> {
+        if !spec.databases.is_empty() {
+            let policy = self
+                .pools
+                .policy(&spec.network, &spec.databases)
+                .map_err(|e| format!("cannot open a database session pool: {e}"))?;
+            spec.network = Arc::new(policy);
+        }
+        Ok(spec)
     }
 
     /// Makes an earlier version current again: the one before the current version, or `to`.

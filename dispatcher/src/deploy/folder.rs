@@ -16,8 +16,12 @@ impl Deployments {
         let (specs, mut errors) = manifest::load_dir(dir, &env_lookup);
         if !errors.is_empty() {
             // Report the valid manifests' own problems too (modules, routes), without deploying.
-            let scratch =
-                Deployments::start(self.runtime.clone(), Arc::new(Store::memory())).await?;
+            let scratch = Deployments::start(
+                self.runtime.clone(),
+                Arc::new(Store::memory()),
+                self.pools.clone(),
+            )
+            .await?;
             if let Err(e) = scratch.deploy_specs(with_source(specs), "check").await {
                 errors.extend(refused(e)?.0);
             }

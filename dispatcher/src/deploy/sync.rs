@@ -138,6 +138,7 @@ impl Deployments {
                     .map_err(|e| e.to_string())?
             }
         };
+        let spec = self.with_pools(spec)?;
         Ok(Function::new(spec, module, record.clone()))
     }
 }

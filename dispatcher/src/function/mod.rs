@@ -87,6 +87,7 @@ impl Function {
             stdin,
             memory_bytes: self.spec.limits.memory_bytes,
             timeout: self.spec.limits.timeout,
+            max_sockets: self.spec.limits.max_sockets as usize,
             stdout_cap: config.max_output_bytes,
             net: self.spec.network.clone(),
         };

@@ -18,6 +18,7 @@
 //! Every manifest in a folder is validated before anything is served, and all the errors are
 //! reported together. Each error names the file, the field and what was expected.
 
+mod database;
 mod error;
 mod load;
 mod parse;
@@ -26,6 +27,7 @@ mod route;
 mod schedule;
 mod spec;
 
+pub use database::DatabaseUrl;
 pub use error::{ManifestError, ManifestErrors};
 pub use load::{load_dir, load_file};
 pub use parse::{parse_manifest, WasmSource};

@@ -4,12 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::database::DatabaseUrl;
 use super::error::ManifestError;
 use super::raw::{RawLimits, RawManifest};
 use super::route::RoutePattern;
 use super::schedule::ScheduleSpec;
 use super::spec::{
-    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_MEMORY_MB, MAX_TIMEOUT_MS,
+    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_MEMORY_MB, MAX_SOCKETS,
+    MAX_TIMEOUT_MS,
 };
 use crate::runtime::{Endpoint, NetPolicy};
 
@@ -187,7 +189,21 @@ fn parse_raw(
     let network = NetPolicy {
         allow: endpoints(&raw.network.allow, "allow"),
         listen: endpoints(&raw.network.listen, "listen"),
+        ..NetPolicy::default()
     };
+    let mut databases = Vec::new();
+    if raw.network.pool != Some(false) {
+        for (i, entry) in raw.network.allow.iter().enumerate() {
+            let Ok(expanded) = expand_vars(entry, lookup) else {
+                continue; // reported above
+            };
+            match DatabaseUrl::parse(&expanded) {
+                Some(Ok(db)) => databases.push(db),
+                Some(Err(msg)) => errors.push(err(&format!("network.allow[{i}]"), msg)),
+                None => {}
+            }
+        }
+    }
 
     if errors.is_empty() {
         Ok(FunctionSpec {
@@ -201,6 +217,7 @@ fn parse_raw(
             env,
             limits,
             network: Arc::new(network),
+            databases,
         })
     } else {
         Err(errors)
@@ -247,6 +264,15 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
         "instances",
     ) {
         limits.max_concurrency = n as u32;
+    }
+    if let Some(n) = check(
+        "limits.max_sockets",
+        raw.max_sockets,
+        1,
+        MAX_SOCKETS as i64,
+        "sockets",
+    ) {
+        limits.max_sockets = n as u32;
     }
     limits
 }
@@ -334,6 +360,7 @@ mod tests {
             memory_mb: Some(0),
             timeout_ms: Some(5),
             max_concurrency: Some(100_000),
+            max_sockets: None,
         };
         let l = parse_limits(&raw, &mut |f, m| errs.push(format!("{f}: {m}")));
         assert_eq!(l.timeout, Duration::from_millis(5));

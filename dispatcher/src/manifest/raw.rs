@@ -38,6 +38,9 @@ pub(super) struct RawNetwork {
     /// `listen = ["127.0.0.1:*"]`: addresses it may bind.
     #[serde(default)]
     pub(super) listen: Vec<String>,
+    /// `pool = false`: connect to the `mysql://` entries of `allow` directly instead of
+    /// through the host's session pool (for a driver the pool does not suit).
+    pub(super) pool: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,4 +71,6 @@ pub(super) struct RawLimits {
     pub(super) timeout_ms: Option<i64>,
     /// `max_concurrency = 64`
     pub(super) max_concurrency: Option<i64>,
+    /// `max_sockets = 64`: sockets one instance may hold open at once.
+    pub(super) max_sockets: Option<i64>,
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::database::DatabaseUrl;
 use super::route::RoutePattern;
 use super::schedule::ScheduleSpec;
 use crate::runtime::NetPolicy;
@@ -20,6 +21,10 @@ pub const MAX_TIMEOUT_MS: u64 = 900_000;
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
 /// Largest per-function concurrency a manifest may ask for.
 pub const MAX_CONCURRENCY: u32 = 1000;
+/// Default number of sockets one instance may hold open.
+pub const DEFAULT_MAX_SOCKETS: u32 = 64;
+/// Largest per-instance socket cap a manifest may ask for.
+pub const MAX_SOCKETS: u32 = 4096;
 
 /// A validated function, ready to be compiled and served.
 #[derive(Debug, Clone)]
@@ -45,6 +50,9 @@ pub struct FunctionSpec {
     pub limits: Limits,
     /// Where the function may connect and listen.
     pub network: Arc<NetPolicy>,
+    /// The `mysql://` entries of `[network] allow` whose sessions the host serves from its
+    /// pool (empty with `pool = false`).
+    pub databases: Vec<DatabaseUrl>,
 }
 
 /// An HTTP route bound to a function.
@@ -65,6 +73,8 @@ pub struct Limits {
     pub timeout: Duration,
     /// Instances of this function in flight at once.
     pub max_concurrency: u32,
+    /// Sockets one instance may hold open at once.
+    pub max_sockets: u32,
 }
 
 impl Default for Limits {
@@ -73,6 +83,7 @@ impl Default for Limits {
             memory_bytes: DEFAULT_MEMORY_MB << 20,
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_sockets: DEFAULT_MAX_SOCKETS,
         }
     }
 }

@@ -71,6 +71,19 @@ pub struct Host {
     pub net: Arc<NetPolicy>,
     /// `(name, ip)` pairs this instance's own lookups returned, for the allow-list.
     pub resolved: Vec<(String, IpAddr)>,
+    /// Most sockets open at once; past it `sock_open` and `sock_accept` give `EMFILE`.
+    pub max_sockets: usize,
+}
+
+impl Host {
+    /// `EMFILE` when another socket would pass the instance's cap.
+    pub fn room_for_a_socket(&self) -> Result<(), Errno> {
+        if self.fds.sockets() >= self.max_sockets {
+            tracing::warn!(function = %self.function, max = self.max_sockets, "network: socket refused: the instance holds its `limits.max_sockets`");
+            return Err(Errno::Mfile);
+        }
+        Ok(())
+    }
 }
 
 /// Runs `f` with the guest memory and the host state borrowed together. `EFAULT` if the

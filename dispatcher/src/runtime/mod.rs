@@ -273,6 +273,8 @@ pub struct Invocation {
     pub memory_bytes: u64,
     /// Wall-clock limit.
     pub timeout: Duration,
+    /// Most sockets open at once.
+    pub max_sockets: usize,
     /// Most bytes the guest may write to stdout.
     pub stdout_cap: usize,
     /// Where the guest may connect and listen.
@@ -304,6 +306,7 @@ impl Prepared {
             function: inv.function,
             net: inv.net,
             resolved: Vec::new(),
+            max_sockets: inv.max_sockets,
         };
         let mut store = Store::new(self.pre.module().engine(), host);
         store.limiter(|h| &mut h.limiter);

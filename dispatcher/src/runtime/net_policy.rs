@@ -87,6 +87,19 @@ impl Endpoint {
     fn port_matches(&self, port: u16) -> bool {
         self.port.is_none_or(|p| p == port)
     }
+
+    /// Whether a connection to `addr` falls under this entry; `resolved` holds the guest's
+    /// own name look-ups.
+    fn covers(&self, addr: SocketAddr, resolved: &[(String, IpAddr)]) -> bool {
+        self.port_matches(addr.port())
+            && match &self.host {
+                HostPattern::Any => true,
+                HostPattern::Ip(ip) => *ip == addr.ip(),
+                HostPattern::Name(n) => resolved
+                    .iter()
+                    .any(|(name, ip)| *ip == addr.ip() && name.eq_ignore_ascii_case(n)),
+            }
+    }
 }
 
 /// The allow-lists of one function.
@@ -96,6 +109,9 @@ pub struct NetPolicy {
     pub allow: Vec<Endpoint>,
     /// Where it may bind and listen.
     pub listen: Vec<Endpoint>,
+    /// Endpoints the host serves itself (the database session pool): a connection the
+    /// allow-list permits to `.0` goes to the host's listener at `.1` instead.
+    pub redirects: Vec<(Endpoint, SocketAddr)>,
 }
 
 impl NetPolicy {
@@ -111,16 +127,15 @@ impl NetPolicy {
     /// May the function connect to `addr`? `resolved` holds the `(name, ip)` pairs its own
     /// lookups returned.
     pub fn allows_connect(&self, addr: SocketAddr, resolved: &[(String, IpAddr)]) -> bool {
-        self.allow.iter().any(|e| {
-            e.port_matches(addr.port())
-                && match &e.host {
-                    HostPattern::Any => true,
-                    HostPattern::Ip(ip) => *ip == addr.ip(),
-                    HostPattern::Name(n) => resolved
-                        .iter()
-                        .any(|(name, ip)| *ip == addr.ip() && name.eq_ignore_ascii_case(n)),
-                }
-        })
+        self.allow.iter().any(|e| e.covers(addr, resolved))
+    }
+
+    /// Where a permitted connection to `addr` really goes, if the host serves it itself.
+    pub fn redirect(&self, addr: SocketAddr, resolved: &[(String, IpAddr)]) -> Option<SocketAddr> {
+        self.redirects
+            .iter()
+            .find(|(e, _)| e.covers(addr, resolved))
+            .map(|(_, to)| *to)
     }
 
     /// May the function bind `addr`? (Port 0 asks for any port, so it needs `*`.)
@@ -147,6 +162,7 @@ mod tests {
         NetPolicy {
             allow: allow.iter().map(|s| Endpoint::parse(s).unwrap()).collect(),
             listen: vec![Endpoint::parse("127.0.0.1:*").unwrap()],
+            redirects: Vec::new(),
         }
     }
 

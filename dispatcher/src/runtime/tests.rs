@@ -61,6 +61,7 @@ async fn bad_guest_pointers_get_errnos_not_panics() {
             stdin: Default::default(),
             memory_bytes: 16 << 20,
             timeout: Duration::from_secs(10),
+            max_sockets: 64,
             stdout_cap: 1 << 10,
             net: Arc::new(NetPolicy::default()),
         })
@@ -71,5 +72,55 @@ async fn bad_guest_pointers_get_errnos_not_panics() {
         out,
         [fault, inval, fault, inval, fault, inval, 0, fault],
         "one errno per bad call"
+    );
+}
+
+/// Opens sockets until `sock_open` fails; answers with the count and the failing errno.
+const SOCKET_FLOOD: &str = r#"(module
+  (import "wasi_snapshot_preview1" "sock_open" (func $sock_open (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; 300: the iovec of the answer, 2 bytes at 100
+  (data (i32.const 300) "\64\00\00\00\02\00\00\00")
+  (func (export "_start")
+    (local $n i32) (local $r i32)
+    (block $done
+      (loop $more
+        (local.set $r (call $sock_open (i32.const 1) (i32.const 2) (i32.const 200)))
+        (br_if $done (local.get $r))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $done (i32.ge_u (local.get $n) (i32.const 1000)))
+        (br $more)))
+    (i32.store8 (i32.const 100) (local.get $n))
+    (i32.store8 (i32.const 101) (local.get $r))
+    (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))))"#;
+
+#[tokio::test]
+async fn an_instance_holds_at_most_max_sockets() {
+    let rt = Runtime::new(&RuntimeConfig {
+        cache_dir: None,
+        max_instances: 2,
+        max_memory_bytes: 16 << 20,
+    })
+    .unwrap();
+    let prepared = rt.prepare(&wat::parse_str(SOCKET_FLOOD).unwrap()).unwrap();
+    let out = prepared
+        .invoke(Invocation {
+            function: "flood".into(),
+            args: vec!["flood".into()],
+            env: Vec::new(),
+            stdin: Default::default(),
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_secs(10),
+            max_sockets: 5,
+            stdout_cap: 1 << 10,
+            net: Arc::new(NetPolicy::default()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        [5, Errno::Mfile.code() as u8],
+        "five sockets, then EMFILE"
     );
 }

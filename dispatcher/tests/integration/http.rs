@@ -1,10 +1,13 @@
-//! The HTTP trigger end to end: the real dispatcher on port 0, real `.wasm` functions from
+//! The HTTP trigger end to end: the platform on port 0 (in this process, or the real binary
+//! where a test reads its log, signals it or restarts it), real `.wasm` functions from
 //! `functions/`, and tiny WAT guests for traps, spins and memory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{client, manifest, wasm, wat_module, Dispatcher, Options};
+use crate::harness::{
+    client, in_process_config, manifest, wasm, wat_module, Dispatcher, InProcess, Options, Server,
+};
 use serde_json::Value;
 
 /// A manifest for the `probe` test function at `path`, with extra TOML appended.
@@ -63,7 +66,7 @@ async fn json(resp: reqwest::Response) -> Value {
 }
 
 /// The dispatcher still answers after whatever the test did to it.
-async fn still_serving(d: &Dispatcher, path: &str) {
+async fn still_serving(d: &impl Server, path: &str) {
     let resp = client().get(d.url(path)).send().await.unwrap();
     assert_eq!(resp.status(), 200, "the dispatcher stopped serving");
     assert_eq!(resp.text().await.unwrap(), "1");
@@ -147,7 +150,7 @@ async fn every_contract_variable() {
 async fn exact_route_has_empty_path_info_and_custom_status() {
     let dir = tempfile::tempdir().unwrap();
     probe(dir.path(), "exact", "/exact", "");
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let v = json(client().get(d.url("/exact?do=env")).send().await.unwrap()).await;
     assert_eq!(v["env"]["SCRIPT_NAME"], "/exact");
     assert_eq!(v["env"]["PATH_INFO"], "");
@@ -169,7 +172,7 @@ async fn exact_route_has_empty_path_info_and_custom_status() {
 async fn echo_returns_one_mebibyte_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     echo(dir.path());
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let body: Vec<u8> = (0..(1u32 << 20))
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -191,7 +194,7 @@ async fn echo_returns_one_mebibyte_byte_for_byte() {
 async fn no_state_survives_between_requests() {
     let dir = tempfile::tempdir().unwrap();
     probe(dir.path(), "counter", "/counter", "");
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     for _ in 0..3 {
         let resp = client()
             .get(d.url("/counter?do=counter"))
@@ -207,7 +210,7 @@ async fn not_found_and_method_not_allowed() {
     let dir = tempfile::tempdir().unwrap();
     echo(dir.path());
     probe(dir.path(), "counter", "/counter", "");
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let resp = client().get(d.url("/nothing-here")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(json(resp).await["error"], "not_found");
@@ -223,13 +226,9 @@ async fn oversized_bodies_get_413() {
     let dir = tempfile::tempdir().unwrap();
     echo(dir.path());
     probe(dir.path(), "counter", "/counter", "");
-    let d = Dispatcher::start_with(
-        dir.path(),
-        Options {
-            env: vec![("DISPATCHER_MAX_BODY", "65536".into())],
-            ..Options::default()
-        },
-    );
+    let mut config = in_process_config(dir.path());
+    config.http.max_body_bytes = 65536;
+    let d = InProcess::start_with(config);
     let resp = client()
         .post(d.url("/echo"))
         .body(vec![7u8; 65536])
@@ -270,7 +269,7 @@ fn futures_stream(
 async fn default_body_limit_is_16_mib() {
     let dir = tempfile::tempdir().unwrap();
     echo(dir.path());
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let resp = client()
         .post(d.url("/echo"))
         .body(vec![0u8; (16 << 20) + 1])
@@ -343,7 +342,7 @@ async fn timeouts_give_504_in_compute_and_in_host_waits() {
         "spin",
         "name = \"spin\"\nwasm = \"spin.wasm\"\n[trigger.http]\npath = \"/spin\"\n[limits]\ntimeout_ms = 300\n",
     );
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     for path in ["/spin", "/p?do=sleep&ms=5000"] {
         let started = Instant::now();
         let resp = client().get(d.url(path)).send().await.unwrap();
@@ -369,7 +368,7 @@ async fn timeouts_give_504_in_compute_and_in_host_waits() {
 async fn over_max_concurrency_gets_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     probe(dir.path(), "probe", "/p", "[limits]\nmax_concurrency = 1\n");
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let slow = tokio::spawn(client().get(d.url("/p?do=sleep&ms=2500")).send());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = client().get(d.url("/p?do=counter")).send().await.unwrap();
@@ -384,7 +383,7 @@ async fn over_max_concurrency_gets_503_with_retry_after() {
 async fn waiting_guests_do_not_block_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     probe(dir.path(), "probe", "/p", "");
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     // 32 guests sleeping 1 s each on a 2-worker runtime finish together, not one after another.
     let started = Instant::now();
     let handles: Vec<_> = (0..32)
@@ -409,7 +408,7 @@ async fn unsupported_wasi_calls_get_enosys() {
         "nosys",
         "name = \"nosys\"\nwasm = \"nosys.wasm\"\n[trigger.http]\npath = \"/nosys\"\n",
     );
-    let d = Dispatcher::start(dir.path());
+    let d = InProcess::start(dir.path());
     let resp = client().get(d.url("/nosys")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "ENOSYS");

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{client, manifest, sql, unique_name, wasm, Dispatcher, Options, Proxy};
+use crate::harness::{
+    client, manifest, sql, unique_name, wasm, Dispatcher, InProcess, Options, Proxy, Server,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -66,8 +68,9 @@ impl Drop for TestDb {
     }
 }
 
-/// Manifests for every orders endpoint (plus `order_count`) against `db_url`, allowed to
-/// reach `allow`.
+/// Manifests for every orders endpoint (plus `order_count`) against `db_url`, with one
+/// `[network] allow` entry: the URL itself (as the shipped manifests have it: sessions from
+/// the host's pool) or a `host:port` (a direct connection).
 fn orders_manifests(dir: &Path, db_url: &str, allow: &str) {
     let mut all: Vec<(&str, &str, &str)> = ENDPOINTS.to_vec();
     all.push(("order_count", "/order_count", "GET"));
@@ -95,7 +98,7 @@ fn assert_cors(resp: &reqwest::Response) {
 }
 
 async fn call(
-    d: &Dispatcher,
+    d: &impl Server,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -119,7 +122,7 @@ async fn text_of(resp: reqwest::Response) -> String {
 async fn the_seed_curl_session_byte_for_byte_with_cors() {
     let db = TestDb::create("seed");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = Dispatcher::start(dir.path());
 
     let steps: &[(&str, &str, Option<&str>, &str)] = &[
@@ -175,8 +178,8 @@ async fn the_seed_curl_session_byte_for_byte_with_cors() {
 async fn bad_input_gets_400_naming_the_field() {
     let db = TestDb::create("bad");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
-    let d = Dispatcher::start(dir.path());
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
 
@@ -221,7 +224,7 @@ async fn bad_input_gets_400_naming_the_field() {
 async fn a_sql_error_is_500_with_details_only_in_the_log() {
     let db = TestDb::create("sqlerr");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
     let d = Dispatcher::start(dir.path());
     // No /init: the table does not exist.
     let (status, resp) = call(&d, "GET", "/orders", None).await;
@@ -242,8 +245,8 @@ async fn a_sql_error_is_500_with_details_only_in_the_log() {
 async fn fifty_concurrent_creates_leave_fifty_rows() {
     let db = TestDb::create("conc");
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(MARIADB), MARIADB);
-    let d = Dispatcher::start(dir.path());
+    orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
     let url = d.url("/create_order");
@@ -272,8 +275,8 @@ async fn database_outage_gives_503_fast_and_recovery_needs_no_restart() {
     let proxy = Proxy::start(MARIADB).await;
     let via = proxy.addr.to_string();
     let dir = tempfile::tempdir().unwrap();
-    orders_manifests(dir.path(), &db.url_via(&via), &via);
-    let d = Dispatcher::start(dir.path());
+    orders_manifests(dir.path(), &db.url_via(&via), &db.url_via(&via));
+    let d = InProcess::start(dir.path());
     let (status, _) = call(&d, "GET", "/init", None).await;
     assert_eq!(status, 200);
 

@@ -42,10 +42,18 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Server errors that mean "no database right now", not "this statement is wrong": too many
+/// connections (1040, 1203: the platform's pool answers 1040 when every session stays busy),
+/// and can't connect (2002, 2003: the pool's answer when the database is unreachable).
+const UNAVAILABLE_CODES: &[u16] = &[1040, 1203, 2002, 2003, 2006, 2013];
+
 impl From<mysql_async::Error> for ApiError {
     fn from(e: mysql_async::Error) -> Self {
         match e {
             mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            mysql_async::Error::Server(ref s) if UNAVAILABLE_CODES.contains(&s.code) => {
                 ApiError::Unavailable(e.to_string())
             }
             other => ApiError::Internal(other.to_string()),

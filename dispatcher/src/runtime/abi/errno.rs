@@ -28,6 +28,8 @@ pub enum Errno {
     Inval = 28,
     Io = 29,
     Isconn = 30,
+    /// Too many open descriptors: the instance holds its socket cap.
+    Mfile = 33,
     Netunreach = 40,
     Noprotoopt = 50,
     Nosys = 52,

@@ -120,6 +120,14 @@ impl FdTable {
         }
     }
 
+    /// How many sockets are open.
+    pub fn sockets(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|d| matches!(d, Some(Descriptor::Socket(_))))
+            .count()
+    }
+
     pub fn remove(&mut self, fd: u32) -> Option<Descriptor> {
         self.slots.get_mut(fd as usize).and_then(Option::take)
     }

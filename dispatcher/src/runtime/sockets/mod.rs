@@ -76,6 +76,7 @@ pub fn define_accept(linker: &mut Linker<Host>, accept_params: usize) -> wasmtim
 
 /// `sock_open`: a new TCP (or, for show, UDP) socket of family `af`, its fd at `fd_out`.
 fn open(host: &mut Host, af: u32, ty: u32) -> Result<u32, Errno> {
+    host.room_for_a_socket()?;
     let v6 = match u8::try_from(af) {
         Ok(address_family::INET4) => false,
         Ok(address_family::INET6) => true,

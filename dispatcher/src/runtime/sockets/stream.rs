@@ -50,6 +50,7 @@ async fn within<R>(
 
 /// `sock_accept`: the next connection of a listening socket, as a new descriptor at `out`.
 pub async fn accept(c: &mut Caller<'_, Host>, fd: u32, out: GuestPtr) -> Result<(), Errno> {
+    c.data().room_for_a_socket()?;
     let nonblocking = c.data_mut().fds.socket_mut(fd)?.nonblocking;
     let (stream, _peer) = poll_socket(&mut c.data_mut().fds, fd, |s, cx| {
         let SockState::Listening { listener, ready } = &mut s.state else {
@@ -90,18 +91,31 @@ pub async fn connect(
             tracing::warn!(function = %h.function, %addr, "network: connection denied by the manifest's [network] allow list");
             return Err(Errno::Acces);
         }
+        let redirect = h.net.redirect(addr, &h.resolved);
         let s = h.fds.socket_mut(fd)?;
         if s.v6 != addr.is_ipv6() {
             return Err(Errno::Afnosupport);
         }
-        match &mut s.state {
-            SockState::Open { socket } => socket.take().map(|s| (addr, s)).ok_or(Errno::Inval),
-            SockState::Connected(_) => Err(Errno::Isconn),
-            SockState::Udp => Err(Errno::Notsup),
-            _ => Err(Errno::Inval),
-        }
+        let socket = match &mut s.state {
+            SockState::Open { socket } => socket.take().ok_or(Errno::Inval)?,
+            SockState::Connected(_) => return Err(Errno::Isconn),
+            SockState::Udp => return Err(Errno::Notsup),
+            _ => return Err(Errno::Inval),
+        };
+        Ok(match redirect {
+            // The host serves this endpoint itself: connect to its listener instead, with a
+            // socket of the listener's family.
+            Some(to) => (to, None),
+            None => (addr, Some(socket)),
+        })
     })?;
-    let result = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
+    let connecting = async {
+        match socket {
+            Some(socket) => socket.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    let result = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(stream)) => {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!("set_nodelay: {e}");

@@ -1,8 +1,10 @@
 //! Test support: the platform against manifests in a temp folder, with real `.wasm` functions
-//! built from the repo (`make test` builds them first); the MariaDB the tests share; a load
+//! built from the repo (`make test` builds them first), either in this process
+//! ([`InProcess`]) or as the real binary ([`Dispatcher`]); the MariaDB the tests share; a load
 //! generator.
 
 mod db;
+mod in_process;
 mod load;
 mod process;
 mod proxy;
@@ -11,9 +13,32 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use db::{sql, unique_name, PlatformDb};
+pub use in_process::InProcess;
 pub use load::Load;
 pub use process::{bare_command, dispatcher_command, Dispatcher, Options};
 pub use proxy::Proxy;
+
+/// The settings an [`InProcess`] platform starts with unless a test changes them.
+pub use in_process::config as in_process_config;
+
+/// A platform under test, in this process or a child: where it answers. For helpers that
+/// serve tests of both kinds.
+pub trait Server {
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    fn url(&self, path: &str) -> String;
+}
+
+impl Server for Dispatcher {
+    fn url(&self, path: &str) -> String {
+        Dispatcher::url(self, path)
+    }
+}
+
+impl Server for InProcess {
+    fn url(&self, path: &str) -> String {
+        InProcess::url(self, path)
+    }
+}
 
 /// The repo's root.
 pub fn repo() -> PathBuf {

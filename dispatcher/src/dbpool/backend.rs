@@ -1,0 +1,229 @@
+//! A backend connection: opened and authenticated by the host with the capabilities and
+//! collation its guests negotiate, reset between sessions, closed when in doubt.
+
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakePacket;
+use mysql_common::proto::MyDeserialize;
+use mysql_common::scramble::scramble_native;
+use tokio::net::TcpStream;
+
+use super::login::ServerInfo;
+use super::wire::{err_text, write_packet, Frames};
+
+/// The capabilities that shape the command phase; a backend serves only guests that asked
+/// for exactly these (within what the server offers), or the relayed bytes would not parse.
+pub const SESSION_CAPABILITIES: CapabilityFlags = CapabilityFlags::from_bits_truncate(
+    CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+        | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+        | CapabilityFlags::CLIENT_LONG_FLAG.bits()
+        | CapabilityFlags::CLIENT_NO_SCHEMA.bits()
+        | CapabilityFlags::CLIENT_ODBC.bits()
+        | CapabilityFlags::CLIENT_LOCAL_FILES.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
+        | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
+        | CapabilityFlags::CLIENT_INTERACTIVE.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE.bits()
+        | CapabilityFlags::CLIENT_TRANSACTIONS.bits()
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
+        | CapabilityFlags::CLIENT_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS.bits()
+        | CapabilityFlags::CLIENT_SESSION_TRACK.bits()
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits(),
+);
+
+/// What a backend is for: where, as whom, and how its sessions talk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Flavor {
+    pub capabilities: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// Where the database is and how to log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`.
+    pub address: String,
+    pub user: String,
+    pub password: String,
+    pub schema: Option<String>,
+}
+
+/// An authenticated connection to the database.
+#[derive(Debug)]
+pub struct Backend {
+    pub stream: TcpStream,
+    /// Bytes read past the last packet (none while idle).
+    pub frames: Frames,
+    pub flavor: Flavor,
+    /// The server's id for this connection (`CONNECTION_ID()`).
+    pub id: u32,
+}
+
+/// Why a backend could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot connect to the database at {0}: {1}")]
+    Connect(String, String),
+    #[error("the database refused the pool's login: {0}")]
+    Refused(String),
+    #[error("the database broke off: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the server's greeting alone: what the guests are offered.
+pub async fn probe(target: &Target, timeout: Duration) -> Result<ServerInfo, BackendError> {
+    let mut stream = dial(target, timeout).await?;
+    let mut frames = Frames::default();
+    let greeting = frames.read(&mut stream).await?;
+    let hs = HandshakePacket::deserialize((), &mut ParseBuf(greeting.payload()))
+        .map_err(|e| BackendError::Refused(format!("a greeting the pool cannot read: {e}")))?;
+    Ok(ServerInfo {
+        version: hs.server_version_str().into_owned(),
+        capabilities: hs.capabilities(),
+        collation: hs.default_collation(),
+    })
+}
+
+async fn dial(target: &Target, timeout: Duration) -> Result<TcpStream, BackendError> {
+    let connect = |e: String| BackendError::Connect(target.address.clone(), e);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(&target.address))
+        .await
+        .map_err(|_| connect(format!("no answer within {timeout:?}")))?
+        .map_err(|e| connect(e.to_string()))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| connect(e.to_string()))?;
+    Ok(stream)
+}
+
+impl Backend {
+    /// Opens and authenticates a connection for sessions of `flavor`.
+    pub async fn open(
+        target: &Target,
+        flavor: &Flavor,
+        timeout: Duration,
+    ) -> Result<Backend, BackendError> {
+        let mut stream = dial(target, timeout).await?;
+        let mut frames = Frames::default();
+        let login = async {
+            let greeting = frames.read(&mut stream).await?;
+            let hs = HandshakePacket::deserialize((), &mut ParseBuf(greeting.payload()))
+                .map_err(|e| BackendError::Refused(format!("an unreadable greeting: {e}")))?;
+            let id = hs.connection_id();
+            let nonce = hs.nonce();
+            let server = hs.capabilities();
+            let mut caps = (flavor.capabilities & SESSION_CAPABILITIES & server)
+                | CapabilityFlags::CLIENT_PROTOCOL_41
+                | CapabilityFlags::CLIENT_SECURE_CONNECTION
+                | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+            if target.schema.is_some() {
+                caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+            }
+            let auth = scramble_native(&nonce, target.password.as_bytes())
+                .map(|s| s.to_vec())
+                .unwrap_or_default();
+            let mut p = Vec::with_capacity(128);
+            p.extend_from_slice(&caps.bits().to_le_bytes());
+            p.extend_from_slice(&(1u32 << 24).to_le_bytes()); // max packet
+            p.push(flavor.collation);
+            p.extend_from_slice(&[0; 23]);
+            p.extend_from_slice(target.user.as_bytes());
+            p.push(0);
+            p.push(auth.len() as u8);
+            p.extend_from_slice(&auth);
+            if let Some(db) = &target.schema {
+                p.extend_from_slice(db.as_bytes());
+                p.push(0);
+            }
+            p.extend_from_slice(b"mysql_native_password\0");
+            write_packet(&mut stream, greeting.seq().wrapping_add(1), &p).await?;
+            let mut reply = frames.read(&mut stream).await?;
+            if reply.payload().first() == Some(&0xFE) {
+                // An auth switch: only mysql_native_password is spoken here.
+                let body = &reply.payload()[1..];
+                let name_end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                if &body[..name_end] != b"mysql_native_password" {
+                    return Err(BackendError::Refused(format!(
+                        "the database asks for the `{}` login, and the pool speaks only mysql_native_password",
+                        String::from_utf8_lossy(&body[..name_end])
+                    )));
+                }
+                let mut nonce = body.get(name_end + 1..).unwrap_or_default().to_vec();
+                nonce.truncate(20);
+                let auth = scramble_native(&nonce, target.password.as_bytes())
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default();
+                write_packet(&mut stream, reply.seq().wrapping_add(1), &auth).await?;
+                reply = frames.read(&mut stream).await?;
+            }
+            match reply.payload().first() {
+                Some(0x00) => Ok(id),
+                _ => Err(BackendError::Refused(err_text(reply.payload()))),
+            }
+        };
+        let id = tokio::time::timeout(timeout, login).await.map_err(|_| {
+            BackendError::Connect(
+                target.address.clone(),
+                "the login did not finish in time".into(),
+            )
+        })??;
+        Ok(Backend {
+            stream,
+            frames,
+            flavor: flavor.clone(),
+            id,
+        })
+    }
+
+    /// Whether the connection still looks usable: the server has not closed it or said
+    /// anything unasked (an idle connection has nothing to read).
+    pub fn looks_alive(&self) -> bool {
+        if !self.frames.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            // Closed (Ok(0)), data nobody asked for (Ok(1)), or an error.
+            _ => false,
+        }
+    }
+
+    /// Sends one command and reads its one-packet answer; `Ok` only for an OK packet.
+    pub async fn command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        write_packet(&mut self.stream, 0, payload).await?;
+        let reply = self.frames.read(&mut self.stream).await?;
+        match reply.payload().first() {
+            Some(0x00) => Ok(()),
+            _ => Err(BackendError::Refused(err_text(reply.payload()))),
+        }
+    }
+
+    /// Clears everything a session left (`COM_RESET_CONNECTION`: variables, temporary
+    /// tables, prepared statements, transactions, locks), then selects `schema` again. Both
+    /// commands go in one write, so this costs one round trip.
+    pub async fn reset(&mut self, schema: Option<&str>) -> Result<(), BackendError> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = vec![1, 0, 0, 0, 0x1F];
+        if let Some(db) = schema {
+            let len = (1 + db.len()) as u32;
+            out.extend_from_slice(&len.to_le_bytes()[..3]);
+            out.push(0);
+            out.push(0x02);
+            out.extend_from_slice(db.as_bytes());
+        }
+        self.stream.write_all(&out).await?;
+        let answers = if schema.is_some() { 2 } else { 1 };
+        for _ in 0..answers {
+            let reply = self.frames.read(&mut self.stream).await?;
+            if reply.payload().first() != Some(&0x00) {
+                return Err(BackendError::Refused(err_text(reply.payload())));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! One pool: the backend connections of one database endpoint (host, port, user, schema),
+//! at most `max_backends` of them, idle ones kept per session flavor, lent one per guest
+//! session and reset before the next.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::backend::{probe, Backend, BackendError, Flavor, Target};
+use super::login::ServerInfo;
+
+/// Settings shared by every pool of a dispatcher.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Most backend connections per pool.
+    pub max_backends: usize,
+    /// How long a session waits for a backend before the guest gets an error.
+    pub acquire_timeout: Duration,
+    /// How long opening (or resetting) a backend may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_backends: 16,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters, for logs and the bench.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub opened: AtomicU64,
+    pub reused: AtomicU64,
+    pub reset: AtomicU64,
+    pub discarded: AtomicU64,
+    pub waited: AtomicU64,
+}
+
+/// A backend lent to one session, with its share of the pool's bound.
+#[derive(Debug)]
+pub struct Lease {
+    pub backend: Backend,
+    /// Held for as long as the connection is open.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why no backend was lent.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error("all {0} database sessions of this pool stayed busy for {1:?}")]
+    Busy(usize, Duration),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+pub struct Pool {
+    /// `user@host:port/schema`, for logs.
+    pub name: String,
+    pub target: Target,
+    config: PoolConfig,
+    /// One permit per open backend connection (idle, lent, or being opened or reset).
+    permits: Arc<Semaphore>,
+    idle: Mutex<HashMap<Flavor, Vec<Lease>>>,
+    /// Woken when a backend comes back or a permit frees up.
+    returned: Notify,
+    /// The server's greeting, learnt once.
+    server: Mutex<Option<ServerInfo>>,
+    /// Connection ids the host shows its guests (not the backends').
+    next_id: AtomicU32,
+    pub stats: Stats,
+}
+
+impl Pool {
+    pub fn new(name: String, target: Target, config: PoolConfig) -> Arc<Pool> {
+        Arc::new(Pool {
+            name,
+            target,
+            permits: Arc::new(Semaphore::new(config.max_backends)),
+            config,
+            idle: Mutex::default(),
+            returned: Notify::new(),
+            server: Mutex::default(),
+            next_id: AtomicU32::new(1),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn next_connection_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What the server offers, from its greeting (read once, again after a failure).
+    pub async fn server(&self) -> Result<ServerInfo, BackendError> {
+        if let Some(s) = self.lock_server().clone() {
+            return Ok(s);
+        }
+        let info = probe(&self.target, self.config.connect_timeout).await?;
+        *self.lock_server() = Some(info.clone());
+        Ok(info)
+    }
+
+    fn lock_server(&self) -> std::sync::MutexGuard<'_, Option<ServerInfo>> {
+        self.server.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, HashMap<Flavor, Vec<Lease>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle backend of `flavor` that still looks alive; dead ones are dropped.
+    fn take_idle(&self, flavor: &Flavor) -> Option<Lease> {
+        let mut idle = self.lock_idle();
+        let list = idle.get_mut(flavor)?;
+        while let Some(lease) = list.pop() {
+            if lease.backend.looks_alive() {
+                return Some(lease);
+            }
+            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "dbpool", pool = %self.name, "an idle backend was closed by the server; dropped");
+        }
+        None
+    }
+
+    /// Closes one idle backend of another flavor, to make room.
+    fn evict_other(&self, flavor: &Flavor) -> bool {
+        let mut idle = self.lock_idle();
+        for (f, list) in idle.iter_mut() {
+            if f != flavor && list.pop().is_some() {
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Lends a backend for a session of `flavor`: an idle one, else a new one while the
+    /// bound allows, else the first one back within the acquire timeout.
+    pub async fn acquire(&self, flavor: &Flavor) -> Result<Lease, AcquireError> {
+        let deadline = Instant::now() + self.config.acquire_timeout;
+        let mut waited = false;
+        loop {
+            let notified = self.returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(lease) = self.take_idle(flavor) {
+                self.stats.reused.fetch_add(1, Ordering::Relaxed);
+                return Ok(lease);
+            }
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) if self.evict_other(flavor) => self.permits.clone().try_acquire_owned().ok(),
+                Err(_) => None,
+            };
+            if let Some(permit) = permit {
+                let backend =
+                    Backend::open(&self.target, flavor, self.config.connect_timeout).await;
+                // On failure the permit goes back with the error.
+                let backend = backend?;
+                self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(target: "dbpool", pool = %self.name, backend = backend.id, "opened a backend connection");
+                return Ok(Lease {
+                    backend,
+                    _permit: permit,
+                });
+            }
+            if !waited {
+                waited = true;
+                self.stats.waited.fetch_add(1, Ordering::Relaxed);
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(AcquireError::Busy(
+                    self.config.max_backends,
+                    self.config.acquire_timeout,
+                ));
+            }
+        }
+    }
+
+    /// Takes a backend back. A clean one is reset (off the guest's path) and kept; one
+    /// that was not idle, or whose reset fails, is closed.
+    pub fn release(self: &Arc<Self>, mut lease: Lease, clean: bool) {
+        if !clean {
+            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "dbpool", pool = %self.name, backend = lease.backend.id, "a session ended mid-exchange; its backend is closed");
+            drop(lease);
+            self.returned.notify_one();
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let schema = pool.target.schema.clone();
+            let reset = tokio::time::timeout(
+                pool.config.connect_timeout,
+                lease.backend.reset(schema.as_deref()),
+            )
+            .await;
+            match reset {
+                Ok(Ok(())) => {
+                    pool.stats.reset.fetch_add(1, Ordering::Relaxed);
+                    let flavor = lease.backend.flavor.clone();
+                    pool.lock_idle().entry(flavor).or_default().push(lease);
+                }
+                Ok(Err(e)) => {
+                    pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "dbpool", pool = %pool.name, "a backend failed its reset and is closed: {e}");
+                }
+                Err(_) => {
+                    pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "dbpool", pool = %pool.name, "a backend did not answer its reset in time and is closed");
+                }
+            }
+            pool.returned.notify_one();
+        });
+    }
+
+    /// Forgets what the server offered, so the next session reads its greeting again.
+    pub fn forget_server(&self) {
+        *self.lock_server() = None;
+    }
+}
