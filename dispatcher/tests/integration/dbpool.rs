@@ -1269,7 +1269,8 @@ async fn max_sockets_caps_the_sockets_of_one_instance() {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the holder's request runs while this thread polls MariaDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_waiting_for_a_busy_pool_gets_1040_not_a_hang() {
     let _g = shared();
     let db = PoolDb::create("busy");

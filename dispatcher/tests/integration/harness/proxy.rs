@@ -53,8 +53,20 @@ impl Proxy {
         }
     }
 
+    /// Listens on the same port again. An aborted accept task lets go of the old listener
+    /// only once the runtime drops it, so binding is retried for a moment.
     pub async fn restore(self: &Arc<Self>, target: &'static str) {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 200 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("the proxy cannot listen on {} again: {e}", self.addr),
+            }
+        };
         self.up.store(true, Ordering::SeqCst);
         self.serve(listener, target);
     }
