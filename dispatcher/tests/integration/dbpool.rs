@@ -836,19 +836,51 @@ async fn a_session_cut_mid_result_set_closes_its_backend() {
     let db = PoolDb::create("midrs");
     let (_dir, d) = one_backend(&db);
     // About 100 MB of rows: the backend is still sending when the guest goes away.
-    let big =
-        json!([{ "sql": "SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000", "max_rows": 1 }]);
-    for end in ["drop", "trap"] {
-        let (status, answer, _) =
-            call(&d, "probe", &json!({ "statements": big, "end": end })).await;
+    let big = "SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000";
+    let cases = [
+        (
+            "text protocol, no QUIT",
+            json!({ "sql": big, "max_rows": 1 }),
+            "drop",
+        ),
+        (
+            "text protocol, trap",
+            json!({ "sql": big, "max_rows": 1 }),
+            "trap",
+        ),
+        (
+            "binary protocol, no QUIT",
+            json!({ "sql": big, "max_rows": 1, "prepared": true }),
+            "drop",
+        ),
+        (
+            "binary protocol, trap",
+            json!({ "sql": big, "max_rows": 1, "prepared": true }),
+            "trap",
+        ),
+        // The first result set is complete (SERVER_MORE_RESULTS_EXISTS) while the second
+        // statement still runs on the server.
+        (
+            "multi-statement, second statement running",
+            json!({ "sql": "SELECT 'first'; SELECT SLEEP(2), 'second'", "max_rows": 1 }),
+            "drop",
+        ),
+    ];
+    for (case, statement, end) in cases {
+        let (status, answer, _) = call(
+            &d,
+            "probe",
+            &json!({ "statements": [statement], "end": end }),
+        )
+        .await;
         let cut = if end == "trap" {
-            assert_eq!(status, 502, "{answer}");
+            assert_eq!(status, 502, "{case}: {answer}");
             logged_answer(&d, "probe")
         } else {
-            assert_eq!(status, 200, "{answer}");
+            assert_eq!(status, 200, "{case}: {answer}");
             Answer(answer)
         };
-        assert_eq!(cut.result(0)["cut"], true, "{:?}", cut);
+        assert_eq!(cut.result(0)["cut"], true, "{case}: {:?}", cut);
         // The next session gets a clean backend: its own results, nothing of the rest.
         let next = session(
             &d,
@@ -856,22 +888,152 @@ async fn a_session_cut_mid_result_set_closes_its_backend() {
             json!({ "statements": ["SELECT 'fresh'", "SELECT COUNT(*) FROM seq_1_to_10"] }),
         )
         .await;
-        assert_eq!(next.rows(0), vec![vec![some("fresh")]]);
-        assert_eq!(next.value(1), some("10"));
+        assert_eq!(next.rows(0), vec![vec![some("fresh")]], "{case}");
+        assert_eq!(next.value(1), some("10"), "{case}");
         assert_ne!(
             next.id(),
             cut.id(),
-            "a backend left in the middle of a result set was reused (end = {end})"
+            "{case}: a backend left in the middle of a result set was reused"
         );
         assert!(
             wait_until(Duration::from_secs(10), || !db
                 .connections()
                 .contains(&cut.id())),
-            "the abandoned backend {} is still open (end = {end}): {:?}",
+            "{case}: the abandoned backend {} is still open: {:?}",
             cut.id(),
             db.connections()
         );
     }
+}
+
+#[tokio::test]
+async fn multi_results_and_the_guests_own_reset_leave_the_backend_reusable() {
+    let _g = shared();
+    let db = PoolDb::create("multi");
+    let (_dir, d) = one_backend(&db);
+    // From the guest: the mariadb client would split the body at its `;`s.
+    session(
+        &d,
+        "probe",
+        json!({ "statements": ["CREATE PROCEDURE two_sets() BEGIN SELECT 'one'; SELECT 'two'; END"] }),
+    )
+    .await
+    .assert_all_ok();
+    let (a, b) = leave_then_look(
+        &d,
+        json!([
+            "SELECT 1; SELECT 2; SET @a = 5",
+            "SELECT @a",
+            "CALL two_sets()",
+            { "command": "reset" },
+            "SELECT @a",
+            { "command": "ping" },
+            "SET @b = 'from A'",
+            { "sql": "SELECT ?", "params": ["prepared after the reset"], "prepared": true }
+        ]),
+        "quit",
+        json!(["SELECT @b", "SELECT 'B'; SELECT 'B2'"]),
+    )
+    .await;
+    assert_eq!(a.value(0), some("1"));
+    assert_eq!(a.value(1), some("5"), "the multi-statement's SET ran");
+    assert_eq!(a.value(2), some("one"));
+    assert_eq!(
+        a.result(3)["reset"],
+        true,
+        "the guest's COM_RESET_CONNECTION: {:?}",
+        a
+    );
+    assert_eq!(a.value(4), None, "the guest's own reset cleared @a");
+    assert_eq!(a.value(7), some("prepared after the reset"));
+    assert_eq!(b.value(0), None);
+    assert_eq!(b.value(1), some("B"));
+}
+
+#[tokio::test]
+async fn change_user_cannot_turn_a_pooled_session_into_another_user() {
+    let _g = shared();
+    let db = PoolDb::create("chuser");
+    let (_dir, d) = one_backend(&db);
+    let me = format!("{}@%", db.user);
+    // root@127.0.0.1 has no password: a relayed COM_CHANGE_USER would become root.
+    let a = session(
+        &d,
+        "probe",
+        json!({ "statements": [
+            { "command": "change_user", "user": "root", "password": "" },
+            "SELECT CURRENT_USER()"
+        ] }),
+    )
+    .await;
+    assert!(
+        !a.result(0)["error"].is_null(),
+        "COM_CHANGE_USER was accepted: {:?}",
+        a
+    );
+    let after = &a.result(1)["rows"][0][0];
+    assert!(
+        after.is_null() || *after == me.as_str(),
+        "after COM_CHANGE_USER the session runs as {after}: {:?}",
+        a
+    );
+    let b = session(
+        &d,
+        "probe",
+        json!({ "statements": ["SELECT CURRENT_USER()"] }),
+    )
+    .await;
+    assert_eq!(b.value(0), Some(me));
+    let root_sessions = sql(&format!(
+        "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'root' AND db = '{}'",
+        db.name
+    ));
+    assert_eq!(root_sessions.trim(), "0", "a root session in {}", db.name);
+}
+
+#[tokio::test]
+async fn pools_are_kept_per_user_and_schema() {
+    let _g = shared();
+    let db = PoolDb::create("keys");
+    let other = db.other_db("other");
+    let dir = tempfile::tempdir().unwrap();
+    let other_url = format!("mysql://{}:{}@{MARIADB}/{other}", db.user, db.password);
+    let root_url = format!("mysql://root@{MARIADB}/{}", db.name);
+    let functions = [
+        ("mine", db.url(), format!("{}@%", db.user), db.name.clone()),
+        (
+            "root",
+            root_url,
+            "root@127.0.0.1".to_string(),
+            db.name.clone(),
+        ),
+        ("other", other_url, format!("{}@%", db.user), other.clone()),
+    ];
+    for (name, url, _, _) in &functions {
+        probe_fn(dir.path(), name, url, url, "", "");
+    }
+    let d = serve(dir.path(), Some("1"));
+    let mut ids: HashMap<&str, u64> = HashMap::new();
+    for round in 0..2 {
+        for (name, _, user, schema) in &functions {
+            let s = session(
+                &d,
+                name,
+                json!({ "statements": ["SELECT CURRENT_USER(), DATABASE()"] }),
+            )
+            .await;
+            assert_eq!(
+                s.row(0),
+                vec![Some(user.clone()), Some(schema.clone())],
+                "{name}, round {round}"
+            );
+            if let Some(id) = ids.insert(name, s.id()) {
+                assert_eq!(id, s.id(), "{name}: its pool of one was not reused");
+            }
+        }
+    }
+    let distinct: BTreeSet<_> = ids.values().collect();
+    assert_eq!(distinct.len(), 3, "pools shared a backend: {ids:?}");
 }
 
 #[tokio::test]

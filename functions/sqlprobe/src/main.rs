@@ -24,6 +24,8 @@
 //!   stays prepared on the server (in the driver's statement cache) unless `close` is true.
 //!   `max_rows` stops reading its result after that many rows, leaving the rest unread, and
 //!   runs no further statement: the session then ends in the middle of a result set.
+//!   `{"command": "reset" | "ping" | "change_user", "user": .., "password": .., "db": ..}`
+//!   sends `COM_RESET_CONNECTION`, `COM_PING` or `COM_CHANGE_USER` instead of a query.
 //! * `end`, how the session ends: `quit` sends `COM_QUIT` (`Conn::disconnect`); `drop` closes
 //!   nothing and sends nothing (the socket goes away with the instance); `trap` aborts the
 //!   instance after the statements; `hang` sleeps until the function's timeout. Before `trap`
@@ -50,7 +52,7 @@ use std::time::{Duration, Instant};
 use function_sdk::http::{header, HeaderValue};
 use function_sdk::{Request, Response};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Params, Row, Value};
+use mysql_async::{ChangeUserOpts, Conn, Opts, OptsBuilder, Params, Row, Value};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
@@ -80,6 +82,19 @@ fn default_connect_timeout() -> u64 {
 enum Statement {
     Text(String),
     Full(FullStatement),
+    Command(DriverCommand),
+}
+
+/// A protocol command other than a query: `{"command": "reset"}` (`COM_RESET_CONNECTION`),
+/// `{"command": "ping"}`, `{"command": "change_user", "user": "root", "password": null}`
+/// (`COM_CHANGE_USER`; absent fields keep the session's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriverCommand {
+    command: String,
+    user: Option<String>,
+    password: Option<String>,
+    db: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +210,7 @@ async fn connect(opts: Opts, limit: Duration) -> Result<Conn, Json> {
 /// Runs one statement; `true` when its result was cut off by `max_rows`.
 async fn run(conn: &mut Conn, statement: &Statement, prepared_by_default: bool) -> (Json, bool) {
     let (sql, params, prepared, close, max_rows) = match statement {
+        Statement::Command(c) => return (command(conn, c).await, false),
         Statement::Text(sql) => (sql.as_str(), &[][..], prepared_by_default, false, None),
         Statement::Full(s) => (
             s.sql.as_str(),
@@ -235,6 +251,31 @@ async fn run(conn: &mut Conn, statement: &Statement, prepared_by_default: bool) 
         }
         Err(e) => (json!({ "error": db_error(&e) }), false),
     }
+}
+
+async fn command(conn: &mut Conn, c: &DriverCommand) -> Json {
+    let outcome = match c.command.as_str() {
+        "reset" => conn
+            .reset()
+            .await
+            .map(|done| json!({ "rows": [], "reset": done })),
+        "ping" => conn.ping().await.map(|()| json!({ "rows": [] })),
+        "change_user" => {
+            let mut opts = ChangeUserOpts::default();
+            if let Some(user) = &c.user {
+                opts = opts.with_user(Some(user.clone()));
+            }
+            if let Some(password) = &c.password {
+                opts = opts.with_pass(Some(password.clone()));
+            }
+            if let Some(db) = &c.db {
+                opts = opts.with_db_name(Some(db.clone()));
+            }
+            conn.change_user(opts).await.map(|()| json!({ "rows": [] }))
+        }
+        other => return json!({ "error": message_error(&format!("unknown command `{other}`")) }),
+    };
+    outcome.unwrap_or_else(|e| json!({ "error": db_error(&e) }))
 }
 
 async fn run_prepared_and_close(
