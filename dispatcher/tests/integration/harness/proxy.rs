@@ -1,7 +1,7 @@
 //! A TCP proxy a test can cut and restore, to stand between the platform and MariaDB and
 //! play an outage.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 pub struct Proxy {
     pub addr: std::net::SocketAddr,
     up: Arc<AtomicBool>,
+    /// Connections accepted since the start.
+    accepted: Arc<AtomicUsize>,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -20,6 +22,7 @@ impl Proxy {
         let p = Arc::new(Proxy {
             addr: listener.local_addr().unwrap(),
             up: Arc::new(AtomicBool::new(true)),
+            accepted: Arc::default(),
             conns: Arc::default(),
             accept: Mutex::new(None),
         });
@@ -29,8 +32,10 @@ impl Proxy {
 
     fn serve(self: &Arc<Self>, listener: TcpListener, target: &'static str) {
         let conns = self.conns.clone();
+        let accepted = self.accepted.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let h = tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -40,6 +45,12 @@ impl Proxy {
             }
         });
         *self.accept.lock().unwrap() = Some(task);
+    }
+
+    /// How many connections it has accepted so far: exactly the connections its clients
+    /// opened to the target through it.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Closes the listening port and every connection through it.
