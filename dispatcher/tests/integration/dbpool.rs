@@ -554,7 +554,8 @@ async fn session_variables_are_back_to_the_defaults() {
     let look = json!([
         "SELECT @@SESSION.sql_mode = @@GLOBAL.sql_mode, @@SESSION.time_zone = @@GLOBAL.time_zone, \
          @@autocommit, @@SESSION.group_concat_max_len = @@GLOBAL.group_concat_max_len, \
-         @@SESSION.max_statement_time = @@GLOBAL.max_statement_time",
+         @@SESSION.max_statement_time = @@GLOBAL.max_statement_time, \
+         @@SESSION.tx_isolation = @@GLOBAL.tx_isolation",
         "SELECT @@sql_mode, @@time_zone"
     ]);
     for end in ENDS {
@@ -566,6 +567,7 @@ async fn session_variables_are_back_to_the_defaults() {
                 "SET autocommit = 0",
                 "SET SESSION group_concat_max_len = 7",
                 "SET SESSION max_statement_time = 123",
+                "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
                 "SELECT @@sql_mode, @@time_zone, @@autocommit, @@group_concat_max_len"
             ]),
             end,
@@ -573,7 +575,7 @@ async fn session_variables_are_back_to_the_defaults() {
         )
         .await;
         assert_eq!(
-            a.row(5),
+            a.row(6),
             vec![
                 some("ANSI_QUOTES,NO_BACKSLASH_ESCAPES"),
                 some("+05:00"),
@@ -583,8 +585,9 @@ async fn session_variables_are_back_to_the_defaults() {
         );
         assert_eq!(
             b.row(0),
-            vec![some("1"); 5],
-            "sql_mode, time_zone, autocommit, group_concat_max_len, max_statement_time: \
+            vec![some("1"); 6],
+            "sql_mode, time_zone, autocommit, group_concat_max_len, max_statement_time, \
+             tx_isolation: \
              a session value crossed sessions (end = {end}); now {:?}",
             b.row(1)
         );
@@ -756,6 +759,119 @@ async fn the_schema_goes_back_to_the_urls_after_use() {
         );
         sql(&format!("DROP TABLE {other}.only_in_other"));
     }
+}
+
+#[tokio::test]
+async fn an_active_role_does_not_cross_sessions() {
+    let _g = shared();
+    let db = PoolDb::create("role");
+    let other = db.other_db("secret");
+    let role = format!("r_{}", db.name);
+    // The role may read `secret`; the user itself may not (other_db granted it, so revoke).
+    sql(&format!(
+        "REVOKE ALL ON {other}.* FROM '{user}'@'%'; CREATE TABLE {other}.s (x INT);          DROP ROLE IF EXISTS {role}; CREATE ROLE {role}; GRANT SELECT ON {other}.* TO {role};          GRANT {role} TO '{user}'@'%'",
+        user = db.user
+    ));
+    /// Drops the role, however the test ends.
+    struct DropRole(String);
+    impl Drop for DropRole {
+        fn drop(&mut self) {
+            let _ = try_sql(&format!("DROP ROLE IF EXISTS {}", self.0));
+        }
+    }
+    let _role = DropRole(role.clone());
+    let (_dir, d) = one_backend(&db);
+    let look = json!([
+        "SELECT CURRENT_ROLE()",
+        format!("SELECT COUNT(*) FROM {other}.s")
+    ]);
+    for end in ENDS {
+        let (a, b) = leave_then_look(
+            &d,
+            json!([
+                format!("SET ROLE {role}"),
+                "SELECT CURRENT_ROLE()",
+                format!("SELECT COUNT(*) FROM {other}.s")
+            ]),
+            end,
+            look.clone(),
+        )
+        .await;
+        assert_eq!(a.value(1), Some(role.clone()));
+        assert_eq!(a.value(2), some("0"));
+        assert_eq!(b.value(0), None, "SET ROLE crossed sessions (end = {end})");
+        assert_eq!(
+            b.error_code(1),
+            1142,
+            "the role's privilege crossed sessions (end = {end})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sequence_values_handlers_and_next_transaction_settings_do_not_cross_sessions() {
+    let _g = shared();
+    let db = PoolDb::create("seqh").with_table();
+    sql(&format!("CREATE SEQUENCE {}.s", db.name));
+    let (_dir, d) = one_backend(&db);
+    for end in ENDS {
+        // The session's last value of a sequence.
+        let (a, b) = leave_then_look(
+            &d,
+            json!(["SELECT NEXTVAL(s)", "SELECT LASTVAL(s)"]),
+            end,
+            json!(["SELECT LASTVAL(s)"]),
+        )
+        .await;
+        assert!(a.value(1).is_some());
+        assert_eq!(
+            b.value(0),
+            None,
+            "LASTVAL(s) crossed sessions (end = {end})"
+        );
+
+        // An open HANDLER.
+        let (_, b) = leave_then_look(
+            &d,
+            json!(["HANDLER t OPEN AS leak_handler"]),
+            end,
+            json!(["HANDLER leak_handler READ FIRST"]),
+        )
+        .await;
+        assert_eq!(
+            b.error_code(0),
+            1109,
+            "the HANDLER crossed sessions (end = {end})"
+        );
+
+        // SET TRANSACTION (no scope) applies to the next transaction: not the next session's.
+        let (_, b) = leave_then_look(
+            &d,
+            json!(["SET TRANSACTION READ ONLY"]),
+            end,
+            json!(["START TRANSACTION", "INSERT INTO t VALUES (9)", "ROLLBACK"]),
+        )
+        .await;
+        b.assert_all_ok();
+    }
+}
+
+#[tokio::test]
+async fn an_idle_backend_the_server_closed_is_replaced() {
+    let _g = shared();
+    let db = PoolDb::create("killed");
+    let (_dir, d) = one_backend(&db);
+    let first = session(&d, "probe", json!({ "statements": [] })).await;
+    assert!(wait_until(Duration::from_secs(3), || db.connections()
+        == vec![first.id()]));
+    // As when the server's wait_timeout ends an idle connection, or the server restarts.
+    sql(&format!("KILL {}", first.id()));
+    assert!(wait_until(Duration::from_secs(3), || db
+        .connections()
+        .is_empty()));
+    let next = session(&d, "probe", json!({ "statements": ["SELECT 'works'"] })).await;
+    assert_eq!(next.value(0), some("works"));
+    assert_ne!(next.id(), first.id());
 }
 
 /// What a crashed session leaves behind: a transaction with an uncommitted row (by a text
@@ -1484,11 +1600,20 @@ async fn a_guest_waiting_for_a_busy_pool_gets_1040_not_a_hang() {
         "timeout_ms = 30000",
         "",
     );
+    // The same database for a function that times out (1 s) while it waits for the pool.
+    probe_fn(
+        dir.path(),
+        "impatient",
+        &db.url(),
+        &db.url(),
+        "timeout_ms = 1000",
+        "",
+    );
     let d = Arc::new(serve(dir.path(), Some("1")));
     let holder = {
         let d = d.clone();
         tokio::spawn(async move {
-            call(&d, "probe", &json!({ "statements": ["SELECT SLEEP(7)"] })).await
+            call(&d, "probe", &json!({ "statements": ["SELECT SLEEP(9)"] })).await
         })
     };
     // Wait until the one backend is busy with the holder's SLEEP.
@@ -1511,6 +1636,9 @@ async fn a_guest_waiting_for_a_busy_pool_gets_1040_not_a_hang() {
         took < Duration::from_secs(8),
         "the waiting guest got its error after {took:?}"
     );
+    // An instance that dies while its session waits for the pool does not keep a place in it.
+    let (status, answer, _) = call(&d, "impatient", &json!({ "statements": ["SELECT 1"] })).await;
+    assert_eq!(status, 504, "{answer}");
     let (status, held, _) = holder.await.unwrap();
     assert_eq!(status, 200);
     assert!(held["error"].is_null(), "{held}");
