@@ -874,6 +874,56 @@ async fn an_idle_backend_the_server_closed_is_replaced() {
     assert_ne!(next.id(), first.id());
 }
 
+#[tokio::test]
+async fn packets_of_16_mib_and_more_are_relayed_and_tracked() {
+    let _g = shared();
+    let db = PoolDb::create("big");
+    let dir = tempfile::tempdir().unwrap();
+    probe_fn(
+        dir.path(),
+        "probe",
+        &db.url(),
+        &db.url(),
+        "memory_mb = 1024\ntimeout_ms = 30000",
+        "",
+    );
+    let d = serve(dir.path(), Some("1"));
+    // A text-protocol row of one string of n bytes is a payload of n + 4 (a binary one,
+    // n + 6): these fill exactly one 0xFFFFFF packet, which an empty packet must follow, or
+    // spill one byte into a second (16 MiB, MariaDB's max_allowed_packet here, and the
+    // driver's limit).
+    let mut ids = BTreeSet::new();
+    for prepared in [false, true] {
+        let exact = if prepared {
+            16_777_209usize
+        } else {
+            16_777_211
+        };
+        for n in [exact, exact + 1] {
+            let a = session(
+                &d,
+                "probe",
+                json!({ "statements": [
+                    { "sql": format!("SELECT REPEAT('x', {n})"), "prepared": prepared },
+                    "SELECT 'after'"
+                ] }),
+            )
+            .await;
+            let big = a.value(0).unwrap_or_default();
+            assert_eq!(big.len(), n, "prepared = {prepared}");
+            assert!(big.bytes().all(|b| b == b'x'));
+            assert_eq!(a.value(1), some("after"), "n = {n}, prepared = {prepared}");
+            ids.insert(a.id());
+        }
+    }
+    // Each session ended idle, so the pool's one backend served them all.
+    assert_eq!(
+        ids.len(),
+        1,
+        "the backend was closed after a large result: {ids:?}"
+    );
+}
+
 /// What a crashed session leaves behind: a transaction with an uncommitted row (by a text
 /// and a prepared INSERT), a statement prepared each way, a GET_LOCK lock.
 fn crash_statements(lock: &str) -> Value {
