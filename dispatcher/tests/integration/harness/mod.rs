@@ -1,7 +1,7 @@
 //! Test support: the platform against manifests in a temp folder, with real `.wasm` functions
 //! built from the repo (`make test` builds them first), either in this process
 //! ([`InProcess`]) or as the real binary ([`Dispatcher`]); the MariaDB the tests share; a load
-//! generator.
+//! generator; a TCP proxy that can play a database outage.
 
 mod db;
 mod in_process;
