@@ -9,6 +9,7 @@
 //! ```
 
 mod artifacts;
+mod perf;
 mod probe;
 mod process;
 mod report;

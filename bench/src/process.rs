@@ -102,6 +102,21 @@ impl ChildGuard {
         }
     }
 
+    /// Waits for the child to exit on its own, up to `timeout` (then it is killed on drop).
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    anyhow::bail!("{} did not exit within {timeout:?}", self.name)
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => anyhow::bail!("cannot wait for {}: {e}", self.name),
+            }
+        }
+    }
+
     /// The last lines of the child's log, as a suffix for error messages.
     fn log_tail(&self) -> String {
         let Some(path) = &self.log else {

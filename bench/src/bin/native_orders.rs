@@ -3,9 +3,12 @@
 //! the same JSON array `functions/list_orders` writes (same field order, `i32`s and `f32`s,
 //! serialized by serde_json) and the same `Content-Type` and CORS headers.
 //!
-//! `native_orders ADDR DATABASE_URL` listens on ADDR (port 0 picks a free one) and prints
-//! `native_orders listening on http://ADDR` on stdout once it is ready. The pool talks TCP, as
-//! the function does (`prefer_socket(false)`: no switch to MariaDB's unix socket).
+//! `native_orders ADDR DATABASE_URL [POOL_SIZE]` listens on ADDR (port 0 picks a free one) and
+//! prints `native_orders listening on http://ADDR` on stdout once it is ready. The pool talks
+//! TCP, as the function does (`prefer_socket(false)`: no switch to MariaDB's unix socket). With
+//! POOL_SIZE it keeps exactly that many connections (min = max), as the dispatcher's pool is
+//! bounded by `--db-pool-size`; without, mysql_async's default (10 kept idle, up to 100), which
+//! under more concurrent requests than 10 closes and reopens connections all the time.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -21,7 +24,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool};
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -40,11 +43,17 @@ struct Order {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: native_orders ADDR DATABASE_URL";
+    let usage = "usage: native_orders ADDR DATABASE_URL [POOL_SIZE]";
     let addr: SocketAddr = args.next().context(usage)?.parse().context(usage)?;
     let url = args.next().context(usage)?;
+    let pool_size: Option<usize> = args.next().map(|n| n.parse().context(usage)).transpose()?;
     let opts = Opts::from_url(&url).with_context(|| format!("bad DATABASE_URL {url}"))?;
-    let pool = Pool::new(OptsBuilder::from_opts(opts).prefer_socket(false));
+    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    if let Some(n) = pool_size {
+        let constraints = PoolConstraints::new(n, n).context("POOL_SIZE must be at least 1")?;
+        builder = builder.pool_opts(PoolOpts::default().with_constraints(constraints));
+    }
+    let pool = Pool::new(builder);
     // Fail at start-up, not on the first request, if the database is not there.
     pool.get_conn()
         .await

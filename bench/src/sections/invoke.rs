@@ -147,6 +147,7 @@ fn time_invocations(
         memory_bytes: 128 << 20,
         timeout: Duration::from_secs(10),
         max_sockets: 64,
+        max_pooled_sessions: 4,
         stdout_cap: 32 << 20,
         net: net.clone(),
     };

@@ -88,6 +88,7 @@ impl Function {
             memory_bytes: self.spec.limits.memory_bytes,
             timeout: self.spec.limits.timeout,
             max_sockets: self.spec.limits.max_sockets as usize,
+            max_pooled_sessions: self.spec.limits.max_db_sessions as usize,
             stdout_cap: config.max_output_bytes,
             net: self.spec.network.clone(),
         };

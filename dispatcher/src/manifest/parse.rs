@@ -10,8 +10,8 @@ use super::raw::{RawLimits, RawManifest};
 use super::route::RoutePattern;
 use super::schedule::ScheduleSpec;
 use super::spec::{
-    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_MEMORY_MB, MAX_SOCKETS,
-    MAX_TIMEOUT_MS,
+    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_DB_SESSIONS, MAX_MEMORY_MB,
+    MAX_SOCKETS, MAX_TIMEOUT_MS,
 };
 use crate::runtime::{Endpoint, NetPolicy};
 
@@ -274,6 +274,15 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
     ) {
         limits.max_sockets = n as u32;
     }
+    if let Some(n) = check(
+        "limits.max_db_sessions",
+        raw.max_db_sessions,
+        1,
+        MAX_DB_SESSIONS as i64,
+        "sessions",
+    ) {
+        limits.max_db_sessions = n as u32;
+    }
     limits
 }
 
@@ -361,6 +370,7 @@ mod tests {
             timeout_ms: Some(5),
             max_concurrency: Some(100_000),
             max_sockets: None,
+            max_db_sessions: None,
         };
         let l = parse_limits(&raw, &mut |f, m| errs.push(format!("{f}: {m}")));
         assert_eq!(l.timeout, Duration::from_millis(5));

@@ -73,4 +73,6 @@ pub(super) struct RawLimits {
     pub(super) max_concurrency: Option<i64>,
     /// `max_sockets = 64`: sockets one instance may hold open at once.
     pub(super) max_sockets: Option<i64>,
+    /// `max_db_sessions = 4`: pooled database sessions one instance may hold at once.
+    pub(super) max_db_sessions: Option<i64>,
 }

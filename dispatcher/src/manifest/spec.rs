@@ -25,6 +25,11 @@ pub const MAX_CONCURRENCY: u32 = 1000;
 pub const DEFAULT_MAX_SOCKETS: u32 = 64;
 /// Largest per-instance socket cap a manifest may ask for.
 pub const MAX_SOCKETS: u32 = 4096;
+/// Default number of pooled database sessions one instance may hold: a request rarely needs
+/// more than one, and a pool of 16 then serves at least four instances at once.
+pub const DEFAULT_MAX_DB_SESSIONS: u32 = 4;
+/// Largest per-instance database session cap a manifest may ask for.
+pub const MAX_DB_SESSIONS: u32 = 64;
 
 /// A validated function, ready to be compiled and served.
 #[derive(Debug, Clone)]
@@ -75,6 +80,8 @@ pub struct Limits {
     pub max_concurrency: u32,
     /// Sockets one instance may hold open at once.
     pub max_sockets: u32,
+    /// Pooled database sessions one instance may hold at once.
+    pub max_db_sessions: u32,
 }
 
 impl Default for Limits {
@@ -84,6 +91,7 @@ impl Default for Limits {
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_sockets: DEFAULT_MAX_SOCKETS,
+            max_db_sessions: DEFAULT_MAX_DB_SESSIONS,
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct Host {
     pub resolved: Vec<(String, IpAddr)>,
     /// Most sockets open at once; past it `sock_open` and `sock_accept` give `EMFILE`.
     pub max_sockets: usize,
+    /// Most sessions with endpoints the host serves (the database pool) at once; past it a
+    /// connect to one gives `ECONNREFUSED`.
+    pub max_pooled_sessions: usize,
 }
 
 impl Host {

@@ -275,6 +275,8 @@ pub struct Invocation {
     pub timeout: Duration,
     /// Most sockets open at once.
     pub max_sockets: usize,
+    /// Most sessions with endpoints the host serves (database pools) at once.
+    pub max_pooled_sessions: usize,
     /// Most bytes the guest may write to stdout.
     pub stdout_cap: usize,
     /// Where the guest may connect and listen.
@@ -307,6 +309,7 @@ impl Prepared {
             net: inv.net,
             resolved: Vec::new(),
             max_sockets: inv.max_sockets,
+            max_pooled_sessions: inv.max_pooled_sessions,
         };
         let mut store = Store::new(self.pre.module().engine(), host);
         store.limiter(|h| &mut h.limiter);

@@ -62,6 +62,7 @@ async fn bad_guest_pointers_get_errnos_not_panics() {
             memory_bytes: 16 << 20,
             timeout: Duration::from_secs(10),
             max_sockets: 64,
+            max_pooled_sessions: 4,
             stdout_cap: 1 << 10,
             net: Arc::new(NetPolicy::default()),
         })
@@ -113,6 +114,7 @@ async fn an_instance_holds_at_most_max_sockets() {
             memory_bytes: 16 << 20,
             timeout: Duration::from_secs(10),
             max_sockets: 5,
+            max_pooled_sessions: 4,
             stdout_cap: 1 << 10,
             net: Arc::new(NetPolicy::default()),
         })

@@ -120,6 +120,14 @@ impl FdTable {
         }
     }
 
+    /// How many sockets hold a session of an endpoint the host serves (the database pool).
+    pub fn pooled_sessions(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|d| matches!(d, Some(Descriptor::Socket(s)) if s.pooled))
+            .count()
+    }
+
     /// How many sockets are open.
     pub fn sockets(&self) -> usize {
         self.slots

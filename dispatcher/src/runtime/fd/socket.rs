@@ -31,6 +31,8 @@ pub struct Socket {
     pub send_timeout: Option<Duration>,
     /// SO_REUSEADDR, applied at bind.
     pub reuse_addr: bool,
+    /// Connected to an endpoint the host serves itself (a database session from the pool).
+    pub pooled: bool,
     /// Where it is in its life.
     pub state: SockState,
 }
@@ -63,6 +65,7 @@ impl Socket {
             recv_timeout: None,
             send_timeout: None,
             reuse_addr: false,
+            pooled: false,
             state,
         }
     }

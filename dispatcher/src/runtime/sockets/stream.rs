@@ -85,13 +85,17 @@ pub async fn connect(
     addr_ptr: GuestPtr,
     port: u32,
 ) -> Result<(), Errno> {
-    let (addr, socket) = with_mem(c, |m, h| {
+    let (addr, socket, pooled) = with_mem(c, |m, h| {
         let addr = read_socket_addr(m, addr_ptr, port)?;
         if !h.net.allows_connect(addr, &h.resolved) {
             tracing::warn!(function = %h.function, %addr, "network: connection denied by the manifest's [network] allow list");
             return Err(Errno::Acces);
         }
         let redirect = h.net.redirect(addr, &h.resolved);
+        if redirect.is_some() && h.fds.pooled_sessions() >= h.max_pooled_sessions {
+            tracing::warn!(function = %h.function, %addr, max = h.max_pooled_sessions, "network: database session refused: the instance holds its `limits.max_db_sessions`");
+            return Err(Errno::Connrefused);
+        }
         let s = h.fds.socket_mut(fd)?;
         if s.v6 != addr.is_ipv6() {
             return Err(Errno::Afnosupport);
@@ -108,6 +112,7 @@ pub async fn connect(
             Some(to) => (to, None),
             None => (addr, Some(socket)),
         })
+        .map(|(to, socket)| (to, socket, redirect.is_some()))
     })?;
     let connecting = async {
         match socket {
@@ -129,6 +134,7 @@ pub async fn connect(
     match result {
         Ok(stream) => {
             s.state = SockState::Connected(stream);
+            s.pooled = pooled;
             Ok(())
         }
         Err(e) => {
