@@ -733,32 +733,89 @@ async fn the_schema_goes_back_to_the_urls_after_use() {
     let _g = shared();
     let db = PoolDb::create("schema");
     let other = db.other_db("other");
+    let hex: String = format!("USE {other}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Every way a session can select another schema; the last two never spell `use`.
+    let ways = [
+        ("USE", vec![format!("USE {other}")]),
+        ("use, lower case", vec![format!("use {other}")]),
+        (
+            "EXECUTE IMMEDIATE of a built string",
+            vec![format!("EXECUTE IMMEDIATE CONCAT('US', 'E {other}')")],
+        ),
+        (
+            "PREPARE from a hex literal, EXECUTE",
+            vec![format!("PREPARE s FROM 0x{hex}"), "EXECUTE s".to_string()],
+        ),
+    ];
     let (_dir, d) = one_backend(&db);
-    for end in ENDS {
-        let (a, b) = leave_then_look(
-            &d,
-            json!([
-                format!("USE {other}"),
-                "SELECT DATABASE()",
-                "CREATE TABLE only_in_other (x INT)"
-            ]),
-            end,
-            json!(["SELECT DATABASE()", "SELECT COUNT(*) FROM only_in_other"]),
-        )
-        .await;
-        assert_eq!(a.value(1), Some(other.clone()));
-        assert_eq!(
-            b.value(0),
-            Some(db.name.clone()),
-            "USE crossed sessions (end = {end})"
-        );
-        assert_eq!(
-            b.error_code(1),
-            1146,
-            "an unqualified name resolved in {other}"
-        );
-        sql(&format!("DROP TABLE {other}.only_in_other"));
+    // Every way is tried; the test then names each that failed.
+    let mut crossed = Vec::new();
+    for (way, statements) in ways {
+        for end in ENDS {
+            let mut leave: Vec<Value> = statements.iter().map(|s| json!(s)).collect();
+            leave.push(json!("SELECT DATABASE()"));
+            leave.push(json!("CREATE TABLE only_in_other (x INT)"));
+            let n = leave.len();
+            let (a, b) = leave_then_look(
+                &d,
+                Value::Array(leave),
+                end,
+                json!(["SELECT DATABASE()", "SELECT COUNT(*) FROM only_in_other"]),
+            )
+            .await;
+            assert_eq!(a.value(n - 2), Some(other.clone()), "{way}");
+            if b.value(0) != Some(db.name.clone()) {
+                crossed.push(format!(
+                    "{way} (end = {end}): next session in {:?}",
+                    b.value(0)
+                ));
+            } else {
+                assert_eq!(
+                    b.error_code(1),
+                    1146,
+                    "{way}: an unqualified name resolved in {other}"
+                );
+            }
+            sql(&format!("DROP TABLE {other}.only_in_other"));
+        }
     }
+    assert!(
+        crossed.is_empty(),
+        "the schema crossed sessions: {crossed:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_asking_for_another_schema_at_login_gets_it_and_the_next_does_not() {
+    let _g = shared();
+    let db = PoolDb::create("loginschema");
+    let other = db.other_db("other");
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = format!("mysql://{}:{}@{MARIADB}/{other}", db.user, db.password);
+    probe_fn(dir.path(), "elsewhere", &elsewhere, &db.url(), "", "");
+    probe_fn(dir.path(), "probe", &db.url(), &db.url(), "", "");
+    let d = serve(dir.path(), Some("1"));
+    let a = session(
+        &d,
+        "elsewhere",
+        json!({ "statements": ["SELECT DATABASE()"] }),
+    )
+    .await;
+    assert_eq!(
+        a.value(0),
+        Some(other.clone()),
+        "the guest's URL names {other}"
+    );
+    let b = session(&d, "probe", json!({ "statements": ["SELECT DATABASE()"] })).await;
+    assert_eq!(a.id(), b.id(), "one pool, one backend");
+    assert_eq!(
+        b.value(0),
+        Some(db.name.clone()),
+        "the schema crossed sessions"
+    );
 }
 
 #[tokio::test]
