@@ -1518,6 +1518,16 @@ async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering()
         "hog",
         &hog_url,
         &hog_url,
+        // As many pooled sessions as an instance may have (64, as many as its sockets).
+        "timeout_ms = 60000\nmemory_mb = 512\nmax_db_sessions = 64",
+        "",
+    );
+    // The same with the default limits (max_db_sessions = 4).
+    probe_fn(
+        dir.path(),
+        "hog_default",
+        &hog_url,
+        &hog_url,
         "timeout_ms = 60000\nmemory_mb = 512",
         "",
     );
@@ -1586,6 +1596,12 @@ async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering()
         &json!({ "connections": 2000, "hold_ms": 1000, "connect_timeout_ms": 20000 }),
     )
     .await;
+    let (default_status, default_hog, default_took) = call(
+        &d,
+        "hog_default",
+        &json!({ "connections": 2000, "hold_ms": 500, "connect_timeout_ms": 20000 }),
+    )
+    .await;
     let hog_ended = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -1615,6 +1631,16 @@ async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering()
             .iter()
             .any(|e| e["code"] == 1040),
         "no guest connection waiting for the full pool got error 1040: {hog}"
+    );
+    // With max_db_sessions = 4 by default, the rest are refused at connect, at once.
+    assert_eq!(default_status, 200, "{default_hog}");
+    assert!(
+        (1..=4).contains(&default_hog["opened"].as_u64().unwrap()),
+        "{default_hog}"
+    );
+    assert!(
+        default_took < Duration::from_secs(5),
+        "the default hog took {default_took:?}: {default_hog}"
     );
     assert!(
         took < Duration::from_secs(30),
@@ -1660,7 +1686,7 @@ async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering()
 }
 
 #[tokio::test]
-async fn max_sockets_caps_the_sockets_of_one_instance() {
+async fn max_sockets_and_max_db_sessions_cap_one_instance() {
     let _g = shared();
     let db = PoolDb::create("socks");
     let dir = tempfile::tempdir().unwrap();
@@ -1680,7 +1706,25 @@ async fn max_sockets_caps_the_sockets_of_one_instance() {
         "max_sockets = 3",
         "pool = false",
     );
+    // max_db_sessions: pooled sessions past it are refused at connect (ECONNREFUSED).
+    probe_fn(
+        dir.path(),
+        "sessions",
+        &db.url(),
+        &db.url(),
+        "max_db_sessions = 2",
+        "",
+    );
     let d = serve(dir.path(), None);
+    let (status, answer, _) = call(
+        &d,
+        "sessions",
+        &json!({ "connections": 10, "hold_ms": 200 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["opened"], 2, "max_db_sessions = 2: {answer}");
+    assert!(answer["took_ms"].as_u64().unwrap() < 3000, "{answer}");
     for name in ["pooled", "raw", "pooled"] {
         let (status, answer, _) =
             call(&d, name, &json!({ "connections": 10, "hold_ms": 200 })).await;
