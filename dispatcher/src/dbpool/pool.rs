@@ -187,9 +187,8 @@ impl Pool {
     }
 
     /// Takes a backend back. A clean one is reset (off the guest's path) and kept; one
-    /// that was not idle, or whose reset fails, is closed. `schema_changed`: the session
-    /// may have selected another schema.
-    pub fn release(self: &Arc<Self>, mut lease: Lease, clean: bool, schema_changed: bool) {
+    /// that was not idle, or whose reset fails, is closed.
+    pub fn release(self: &Arc<Self>, mut lease: Lease, clean: bool) {
         if !clean {
             self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "dbpool", pool = %self.name, backend = lease.backend.id, "a session ended mid-exchange; its backend is closed");
@@ -199,8 +198,7 @@ impl Pool {
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            // Selecting the schema again is needed only if the session could have left it.
-            let schema = pool.target.schema.clone().filter(|_| schema_changed);
+            let schema = pool.target.schema.clone();
             let reset = tokio::time::timeout(
                 pool.config.connect_timeout,
                 lease.backend.reset(schema.as_deref()),

@@ -103,17 +103,16 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
             let refused = matches!(e, BackendError::Refused(_));
             let _sent =
                 write_packet(&mut guest, seq, &err_packet(1049, "42000", &e.to_string())).await;
-            pool.release(lease, refused, true);
+            pool.release(lease, refused);
             return;
         }
     }
-    let other_schema = login.schema.is_some() && login.schema != pool.target.schema;
     let status = 0x0002; // SERVER_STATUS_AUTOCOMMIT
     if write_packet(&mut guest, seq, &ok_packet(status))
         .await
         .is_err()
     {
-        pool.release(lease, true, other_schema);
+        pool.release(lease, true);
         return;
     }
     let deprecate_eof = flavor
@@ -121,7 +120,7 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
         .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let (end, tracker) = relay(&mut guest, frames, &mut lease, Tracker::new(deprecate_eof)).await;
     let clean = end == End::Guest && tracker.idle();
-    pool.release(lease, clean, other_schema || tracker.schema_changed);
+    pool.release(lease, clean);
 }
 
 /// Moves bytes between the guest and the backend until one side ends.

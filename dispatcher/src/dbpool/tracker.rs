@@ -78,12 +78,6 @@ const COM_STMT_BULK_EXECUTE: u8 = 0xFA;
 
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 
-fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
 /// One session's bookkeeping.
 #[derive(Debug)]
 pub struct Tracker {
@@ -101,9 +95,6 @@ pub struct Tracker {
     infile: bool,
     /// Something went by that this does not follow: never reuse the backend.
     lost: bool,
-    /// The session may have selected another schema (`COM_INIT_DB`, or a query that could
-    /// hold a `USE`), so the reset must select the pool's again.
-    pub schema_changed: bool,
 }
 
 impl Tracker {
@@ -116,7 +107,6 @@ impl Tracker {
             backend_continues: false,
             infile: false,
             lost: false,
-            schema_changed: false,
         }
     }
 
@@ -148,13 +138,6 @@ impl Tracker {
             self.lost = true;
             return GuestFrame::Forward;
         };
-        if command == COM_INIT_DB
-            || (command == COM_QUERY && contains_ignore_case(&f.payload()[1..], b"use"))
-        {
-            // Conservative: any query with the letters `use` in it (`user`, `cause`) counts,
-            // which costs one more command at the reset, never a wrong schema.
-            self.schema_changed = true;
-        }
         let owed = match command {
             COM_QUIT => return GuestFrame::Quit,
             COM_QUERY | COM_STMT_EXECUTE | COM_STMT_BULK_EXECUTE | COM_PROCESS_INFO => {
@@ -406,18 +389,6 @@ mod tests {
         assert_eq!(t.guest(&frame(&[0x01])), GuestFrame::Quit);
         assert_eq!(t.guest(&frame(&[0x11, b'u'])), GuestFrame::Refuse);
         assert!(t.idle());
-    }
-
-    #[test]
-    fn a_possible_use_is_noticed() {
-        let mut t = Tracker::new(true);
-        t.guest(&frame(b"\x03SELECT * FROM orders"));
-        assert!(!t.schema_changed);
-        t.guest(&frame(b"\x03SELECT 1; uSe other"));
-        assert!(t.schema_changed);
-        let mut t = Tracker::new(true);
-        t.guest(&frame(b"\x02other"));
-        assert!(t.schema_changed);
     }
 
     #[test]
