@@ -11,7 +11,7 @@ use mysql_common::scramble::scramble_native;
 use tokio::net::TcpStream;
 
 use super::login::ServerInfo;
-use super::wire::{err_text, write_packet, Frames};
+use super::wire::{err_text, lenenc_int, write_packet, Frames};
 
 /// The capabilities that shape the command phase; a backend serves only guests that asked
 /// for exactly these (within what the server offers), or the relayed bytes would not parse.
@@ -61,6 +61,10 @@ pub struct Backend {
     pub flavor: Flavor,
     /// The server's id for this connection (`CONNECTION_ID()`).
     pub id: u32,
+    /// `CLIENT_DEPRECATE_EOF` was negotiated with the server.
+    deprecate_eof: bool,
+    /// The role active after login (a default role), which a reset restores.
+    role: Option<String>,
 }
 
 /// Why a backend could not be had.
@@ -161,7 +165,7 @@ impl Backend {
                 reply = frames.read(&mut stream).await?;
             }
             match reply.payload().first() {
-                Some(0x00) => Ok(id),
+                Some(0x00) => Ok((id, caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF))),
                 _ => Err(BackendError::Refused(err_text(reply.payload()))),
             }
         };
@@ -171,12 +175,64 @@ impl Backend {
                 "the login did not finish in time".into(),
             )
         })??;
-        Ok(Backend {
+        let (id, deprecate_eof) = id;
+        let mut backend = Backend {
             stream,
             frames,
             flavor: flavor.clone(),
             id,
-        })
+            deprecate_eof,
+            role: None,
+        };
+        // `COM_RESET_CONNECTION` leaves the active role as the session set it, so each reset
+        // sets the login's role again: learn it now.
+        backend.role = tokio::time::timeout(timeout, backend.query_value("SELECT CURRENT_ROLE()"))
+            .await
+            .map_err(|_| {
+                BackendError::Connect(
+                    target.address.clone(),
+                    "the login did not finish in time".into(),
+                )
+            })??;
+        Ok(backend)
+    }
+
+    /// Runs a query whose answer is one value (or none), and returns it as text.
+    async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let mut q = vec![0x03];
+        q.extend_from_slice(sql.as_bytes());
+        write_packet(&mut self.stream, 0, &q).await?;
+        let first = self.frames.read(&mut self.stream).await?;
+        let columns = match first.payload().first() {
+            Some(0x00) => return Ok(None),
+            Some(0xFF) | None => return Err(BackendError::Refused(err_text(first.payload()))),
+            Some(_) => lenenc_int(first.payload()).map_or(0, |(n, _)| n),
+        };
+        for _ in 0..columns {
+            self.frames.read(&mut self.stream).await?;
+        }
+        if !self.deprecate_eof {
+            self.frames.read(&mut self.stream).await?;
+        }
+        let mut value = None;
+        let mut first_row = true;
+        loop {
+            let f = self.frames.read(&mut self.stream).await?;
+            let p = f.payload();
+            match p.first() {
+                Some(0xFF) | None => return Err(BackendError::Refused(err_text(p))),
+                Some(0xFE) if p.len() < 9 || self.deprecate_eof => return Ok(value),
+                Some(0xFB) => first_row = false,
+                Some(_) if first_row => {
+                    first_row = false;
+                    if let Some((len, at)) = lenenc_int(p) {
+                        let bytes = p.get(at..at + len as usize).unwrap_or_default();
+                        value = Some(String::from_utf8_lossy(bytes).into_owned());
+                    }
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// Whether the connection still looks usable: the server has not closed it or said
@@ -204,20 +260,31 @@ impl Backend {
     }
 
     /// Clears everything a session left (`COM_RESET_CONNECTION`: variables, temporary
-    /// tables, prepared statements, transactions, locks), then selects `schema` again. Both
-    /// commands go in one write, so this costs one round trip.
+    /// tables, prepared statements, transactions, locks), sets the login's role again (the
+    /// reset keeps a `SET ROLE`), then selects `schema` again (a `USE`, even one built by
+    /// dynamic SQL, survives it too). The commands go in one write: one round trip.
     pub async fn reset(&mut self, schema: Option<&str>) -> Result<(), BackendError> {
         use tokio::io::AsyncWriteExt;
-        let mut out = vec![1, 0, 0, 0, 0x1F];
-        if let Some(db) = schema {
-            let len = (1 + db.len()) as u32;
-            out.extend_from_slice(&len.to_le_bytes()[..3]);
+        let mut out = Vec::with_capacity(64);
+        let mut push = |payload: &[u8]| {
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
             out.push(0);
-            out.push(0x02);
-            out.extend_from_slice(db.as_bytes());
+            out.extend_from_slice(payload);
+        };
+        push(&[0x1F]);
+        let role = match &self.role {
+            Some(r) => format!("\x03SET ROLE `{}`", r.replace('`', "``")),
+            None => "\x03SET ROLE NONE".to_string(),
+        };
+        push(role.as_bytes());
+        let mut answers = 2;
+        if let Some(db) = schema {
+            let mut init = vec![0x02];
+            init.extend_from_slice(db.as_bytes());
+            push(&init);
+            answers += 1;
         }
         self.stream.write_all(&out).await?;
-        let answers = if schema.is_some() { 2 } else { 1 };
         for _ in 0..answers {
             let reply = self.frames.read(&mut self.stream).await?;
             if reply.payload().first() != Some(&0x00) {

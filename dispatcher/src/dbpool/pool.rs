@@ -72,7 +72,10 @@ pub struct Pool {
     returned: Notify,
     /// The server's greeting, learnt once.
     server: Mutex<Option<ServerInfo>>,
-    /// Connection ids the host shows its guests (not the backends').
+    /// Connection ids the host shows its guests in its greeting. Not the backends' (a session
+    /// gets its backend only after the login): they count down from the top of the range,
+    /// far from the server's own ids, so a `KILL` of one fails instead of hitting another
+    /// session's thread.
     next_id: AtomicU32,
     pub stats: Stats,
 }
@@ -87,13 +90,13 @@ impl Pool {
             idle: Mutex::default(),
             returned: Notify::new(),
             server: Mutex::default(),
-            next_id: AtomicU32::new(1),
+            next_id: AtomicU32::new(u32::MAX),
             stats: Stats::default(),
         })
     }
 
     pub fn next_connection_id(&self) -> u32 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.next_id.fetch_sub(1, Ordering::Relaxed)
     }
 
     /// What the server offers, from its greeting (read once, again after a failure).
