@@ -17,8 +17,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::{json, Value};
 
@@ -30,14 +32,15 @@ const MARIADB: &str = "127.0.0.1:3306";
 
 /// The tests that count MariaDB's connections (`SHOW GLOBAL STATUS LIKE 'Connections'`) run
 /// alone among this module's tests (a write lock); every other test here takes a read lock.
-static QUIET: RwLock<()> = RwLock::new(());
+/// An async lock: each test holds it across its awaits.
+static QUIET: RwLock<()> = RwLock::const_new(());
 
-fn shared() -> RwLockReadGuard<'static, ()> {
-    QUIET.read().unwrap_or_else(|e| e.into_inner())
+async fn shared() -> RwLockReadGuard<'static, ()> {
+    QUIET.read().await
 }
 
-fn alone() -> RwLockWriteGuard<'static, ()> {
-    QUIET.write().unwrap_or_else(|e| e.into_inner())
+async fn alone() -> RwLockWriteGuard<'static, ()> {
+    QUIET.write().await
 }
 
 /// A database and a MariaDB user (with a password, allowed everything on it) of the test's
@@ -369,7 +372,7 @@ const AFTER_RESET: Duration = Duration::from_millis(300);
 
 #[tokio::test]
 async fn sequential_sessions_reuse_one_backend_connection() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("reuse");
     let dir = tempfile::tempdir().unwrap();
     probe_fn(dir.path(), "probe", &db.url(), &db.url(), "", "");
@@ -419,7 +422,7 @@ async fn sequential_sessions_reuse_one_backend_connection() {
 
 #[tokio::test]
 async fn user_variables_and_last_insert_id_do_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("uservar");
     let (_dir, d) = one_backend(&db);
     for end in ENDS {
@@ -446,7 +449,7 @@ async fn user_variables_and_last_insert_id_do_not_cross_sessions() {
 
 #[tokio::test]
 async fn temporary_tables_do_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("temp");
     let (_dir, d) = one_backend(&db);
     for end in ENDS {
@@ -476,7 +479,7 @@ async fn temporary_tables_do_not_cross_sessions() {
 
 #[tokio::test]
 async fn an_open_transaction_is_rolled_back_when_its_session_ends() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("trx").with_table();
     let (_dir, d) = one_backend(&db);
     for end in ENDS {
@@ -548,7 +551,7 @@ async fn an_open_transaction_is_rolled_back_when_its_session_ends() {
 
 #[tokio::test]
 async fn session_variables_are_back_to_the_defaults() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("sessvar");
     let (_dir, d) = one_backend(&db);
     let look = json!([
@@ -596,7 +599,7 @@ async fn session_variables_are_back_to_the_defaults() {
 
 #[tokio::test]
 async fn the_guests_utf8mb4_holds_and_set_names_does_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("names");
     let (_dir, d) = one_backend(&db);
     let look = json!([
@@ -623,7 +626,7 @@ async fn the_guests_utf8mb4_holds_and_set_names_does_not_cross_sessions() {
 
 #[tokio::test]
 async fn prepared_statements_do_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("prep");
     let (_dir, d) = one_backend(&db);
     const N: usize = 200;
@@ -683,7 +686,7 @@ async fn prepared_statements_do_not_cross_sessions() {
 
 #[tokio::test]
 async fn locks_are_released_get_lock_and_lock_tables() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("locks").with_table();
     let (_dir, d) = one_backend(&db);
     let lock = format!("{}_lock", db.name);
@@ -730,7 +733,7 @@ async fn locks_are_released_get_lock_and_lock_tables() {
 
 #[tokio::test]
 async fn the_schema_goes_back_to_the_urls_after_use() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("schema");
     let other = db.other_db("other");
     let hex: String = format!("USE {other}")
@@ -790,7 +793,7 @@ async fn the_schema_goes_back_to_the_urls_after_use() {
 
 #[tokio::test]
 async fn a_guest_asking_for_another_schema_at_login_gets_it_and_the_next_does_not() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("loginschema");
     let other = db.other_db("other");
     let dir = tempfile::tempdir().unwrap();
@@ -820,7 +823,7 @@ async fn a_guest_asking_for_another_schema_at_login_gets_it_and_the_next_does_no
 
 #[tokio::test]
 async fn an_active_role_does_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("role");
     let other = db.other_db("secret");
     let role = format!("r_{}", db.name);
@@ -867,7 +870,7 @@ async fn an_active_role_does_not_cross_sessions() {
 
 #[tokio::test]
 async fn sequence_values_handlers_and_next_transaction_settings_do_not_cross_sessions() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("seqh").with_table();
     sql(&format!("CREATE SEQUENCE {}.s", db.name));
     let (_dir, d) = one_backend(&db);
@@ -915,7 +918,7 @@ async fn sequence_values_handlers_and_next_transaction_settings_do_not_cross_ses
 
 #[tokio::test]
 async fn an_idle_backend_the_server_closed_is_replaced() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("killed");
     let (_dir, d) = one_backend(&db);
     let first = session(&d, "probe", json!({ "statements": [] })).await;
@@ -933,7 +936,7 @@ async fn an_idle_backend_the_server_closed_is_replaced() {
 
 #[tokio::test]
 async fn packets_of_16_mib_and_more_are_relayed_and_tracked() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("big");
     let dir = tempfile::tempdir().unwrap();
     probe_fn(
@@ -1029,7 +1032,7 @@ async fn assert_clean_after_crash(d: &Dispatcher, db: &PoolDb, crashed: &Answer,
 
 #[tokio::test]
 async fn a_trapped_session_is_rolled_back_and_its_backend_reset() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("trap").with_table();
     let (_dir, d) = one_backend(&db);
     let lock = format!("{}_lock", db.name);
@@ -1046,7 +1049,7 @@ async fn a_trapped_session_is_rolled_back_and_its_backend_reset() {
 
 #[tokio::test]
 async fn a_timed_out_session_is_rolled_back_and_its_backend_reset() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("hang").with_table();
     let dir = tempfile::tempdir().unwrap();
     probe_fn(
@@ -1073,7 +1076,7 @@ async fn a_timed_out_session_is_rolled_back_and_its_backend_reset() {
 
 #[tokio::test]
 async fn a_session_cut_mid_result_set_closes_its_backend() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("midrs");
     let (_dir, d) = one_backend(&db);
     // About 100 MB of rows: the backend is still sending when the guest goes away.
@@ -1149,7 +1152,7 @@ async fn a_session_cut_mid_result_set_closes_its_backend() {
 
 #[tokio::test]
 async fn multi_results_and_the_guests_own_reset_leave_the_backend_reusable() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("multi");
     let (_dir, d) = one_backend(&db);
     // From the guest: the mariadb client would split the body at its `;`s.
@@ -1193,7 +1196,7 @@ async fn multi_results_and_the_guests_own_reset_leave_the_backend_reusable() {
 
 #[tokio::test]
 async fn change_user_cannot_turn_a_pooled_session_into_another_user() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("chuser");
     let (_dir, d) = one_backend(&db);
     let me = format!("{}@%", db.user);
@@ -1234,7 +1237,7 @@ async fn change_user_cannot_turn_a_pooled_session_into_another_user() {
 
 #[tokio::test]
 async fn pools_are_kept_per_user_and_schema() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("keys");
     let other = db.other_db("other");
     let dir = tempfile::tempdir().unwrap();
@@ -1279,7 +1282,7 @@ async fn pools_are_kept_per_user_and_schema() {
 
 #[tokio::test]
 async fn the_login_is_checked_against_the_urls_user_and_password() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("auth");
     let dir = tempfile::tempdir().unwrap();
     let url = db.url();
@@ -1402,7 +1405,7 @@ impl Sampler {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_requests_share_eight_backends() {
-    let _g = alone();
+    let _g = alone().await;
     let db = PoolDb::create("c500");
     // Through a proxy that counts every connection the dispatcher opens to MariaDB.
     let proxy = Proxy::start(MARIADB).await;
@@ -1506,7 +1509,7 @@ async fn five_hundred_concurrent_requests_share_eight_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering() {
-    let _g = alone();
+    let _g = alone().await;
     let hog_db = PoolDb::create("hog");
     let steady_db = PoolDb::create("steady");
     // The hog's pool goes through a proxy that counts its connections to MariaDB.
@@ -1687,7 +1690,7 @@ async fn a_guest_opening_2000_connections_is_bounded_and_others_keep_answering()
 
 #[tokio::test]
 async fn max_sockets_and_max_db_sessions_cap_one_instance() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("socks");
     let dir = tempfile::tempdir().unwrap();
     probe_fn(
@@ -1740,7 +1743,7 @@ async fn max_sockets_and_max_db_sessions_cap_one_instance() {
 // Multi-threaded: the holder's request runs while this thread polls MariaDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_waiting_for_a_busy_pool_gets_1040_not_a_hang() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("busy");
     let dir = tempfile::tempdir().unwrap();
     probe_fn(
@@ -1804,7 +1807,7 @@ async fn a_guest_waiting_for_a_busy_pool_gets_1040_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_going_away_gives_2003_fast_and_coming_back_needs_no_restart() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("outage");
     let proxy = Proxy::start(MARIADB).await;
     let via = db.url_at(&proxy.addr.to_string());
@@ -1852,7 +1855,7 @@ async fn mariadb_going_away_gives_2003_fast_and_coming_back_needs_no_restart() {
 
 #[tokio::test]
 async fn pool_false_connects_straight_to_mariadb() {
-    let _g = shared();
+    let _g = shared().await;
     let db = PoolDb::create("nopool");
     let dir = tempfile::tempdir().unwrap();
     probe_fn(dir.path(), "raw", &db.url(), &db.url(), "", "pool = false");
