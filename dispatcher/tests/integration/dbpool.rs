@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +24,7 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::{json, Value};
 
 use crate::harness::{
-    client, manifest, sql, unique_name, wait_until, wasm, Dispatcher, Options, Proxy,
+    client, manifest, sql, try_sql, unique_name, wait_until, wasm, Dispatcher, Options, Proxy,
 };
 
 const MARIADB: &str = "127.0.0.1:3306";
@@ -142,28 +141,9 @@ impl Drop for PoolDb {
         for other in self.others.lock().unwrap().iter() {
             drop.push_str(&format!("DROP DATABASE IF EXISTS {other};"));
         }
-        let _ = try_sql(&drop);
-    }
-}
-
-/// Like [`sql`], but an error is returned, not a panic.
-fn try_sql(statements: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "-h127.0.0.1",
-            "-P3306",
-            "-uroot",
-            "-N",
-            "-B",
-            "-e",
-            statements,
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        if let Err(e) = try_sql(&drop) {
+            eprintln!("cleaning up the test database: {e}");
+        }
     }
 }
 
@@ -836,7 +816,9 @@ async fn an_active_role_does_not_cross_sessions() {
     struct DropRole(String);
     impl Drop for DropRole {
         fn drop(&mut self) {
-            let _ = try_sql(&format!("DROP ROLE IF EXISTS {}", self.0));
+            if let Err(e) = try_sql(&format!("DROP ROLE IF EXISTS {}", self.0)) {
+                eprintln!("cleaning up the test role: {e}");
+            }
         }
     }
     let _role = DropRole(role.clone());

@@ -8,6 +8,11 @@ use super::Options;
 /// Runs SQL with the `mariadb` client as root over TCP at 127.0.0.1:3306 and returns its
 /// output (tab-separated, no column names).
 pub fn sql(statements: &str) -> String {
+    try_sql(statements).unwrap_or_else(|e| panic!("{statements}: {e}"))
+}
+
+/// Like [`sql`], but a refused statement is returned as its error text, not a panic.
+pub fn try_sql(statements: &str) -> Result<String, String> {
     let out = Command::new("mariadb")
         .args([
             "-h127.0.0.1",
@@ -20,12 +25,11 @@ pub fn sql(statements: &str) -> String {
         ])
         .output()
         .expect("the mariadb client (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{statements}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 /// A database name no other test of this run has: `<prefix>_<tag>_<pid>_<n>`. The tests of

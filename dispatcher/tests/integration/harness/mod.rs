@@ -12,7 +12,7 @@ mod proxy;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use db::{sql, unique_name, PlatformDb};
+pub use db::{sql, try_sql, unique_name, PlatformDb};
 pub use in_process::InProcess;
 pub use load::Load;
 pub use process::{bare_command, dispatcher_command, Dispatcher, Options};
