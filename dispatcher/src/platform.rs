@@ -69,11 +69,6 @@ impl Platform {
         })
     }
 
-    /// How many functions are deployed.
-    pub fn functions(&self) -> usize {
-        self.deployments.live().peek().functions.len()
-    }
-
     /// Serves HTTP on `listener` and runs the schedules until `shutdown` resolves; then
     /// drains requests and runs in flight (bounded by the drain timeout) and returns.
     pub async fn serve(

@@ -81,15 +81,23 @@ pub enum BackendError {
 /// Reads the server's greeting alone: what the guests are offered.
 pub async fn probe(target: &Target, timeout: Duration) -> Result<ServerInfo, BackendError> {
     let mut stream = dial(target, timeout).await?;
-    let mut frames = Frames::default();
-    let greeting = frames.read(&mut stream).await?;
-    let hs = HandshakePacket::deserialize((), &mut ParseBuf(greeting.payload()))
-        .map_err(|e| BackendError::Refused(format!("a greeting the pool cannot read: {e}")))?;
+    let (_, hs) = greeting(&mut stream, &mut Frames::default()).await?;
     Ok(ServerInfo {
         version: hs.server_version_str().into_owned(),
         capabilities: hs.capabilities(),
         collation: hs.default_collation(),
     })
+}
+
+/// The server's first packet: its sequence id and the parsed greeting.
+async fn greeting(
+    stream: &mut TcpStream,
+    frames: &mut Frames,
+) -> Result<(u8, HandshakePacket<'static>), BackendError> {
+    let frame = frames.read(stream).await?;
+    let hs = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
+        .map_err(|e| BackendError::Refused(format!("a greeting the pool cannot read: {e}")))?;
+    Ok((frame.seq(), hs.into_owned()))
 }
 
 async fn dial(target: &Target, timeout: Duration) -> Result<TcpStream, BackendError> {
@@ -104,6 +112,13 @@ async fn dial(target: &Target, timeout: Duration) -> Result<TcpStream, BackendEr
     Ok(stream)
 }
 
+/// The `mysql_native_password` answer to `nonce` (empty for an empty password).
+fn native_auth(nonce: &[u8], password: &str) -> Vec<u8> {
+    scramble_native(nonce, password.as_bytes())
+        .map(|s| s.to_vec())
+        .unwrap_or_default()
+}
+
 impl Backend {
     /// Opens and authenticates a connection for sessions of `flavor`.
     pub async fn open(
@@ -112,24 +127,17 @@ impl Backend {
         timeout: Duration,
     ) -> Result<Backend, BackendError> {
         let mut stream = dial(target, timeout).await?;
-        let mut frames = Frames::default();
         let login = async {
-            let greeting = frames.read(&mut stream).await?;
-            let hs = HandshakePacket::deserialize((), &mut ParseBuf(greeting.payload()))
-                .map_err(|e| BackendError::Refused(format!("an unreadable greeting: {e}")))?;
-            let id = hs.connection_id();
-            let nonce = hs.nonce();
-            let server = hs.capabilities();
-            let mut caps = (flavor.capabilities & SESSION_CAPABILITIES & server)
+            let mut frames = Frames::default();
+            let (seq, hs) = greeting(&mut stream, &mut frames).await?;
+            let mut caps = (flavor.capabilities & SESSION_CAPABILITIES & hs.capabilities())
                 | CapabilityFlags::CLIENT_PROTOCOL_41
                 | CapabilityFlags::CLIENT_SECURE_CONNECTION
                 | CapabilityFlags::CLIENT_PLUGIN_AUTH;
             if target.schema.is_some() {
                 caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
             }
-            let auth = scramble_native(&nonce, target.password.as_bytes())
-                .map(|s| s.to_vec())
-                .unwrap_or_default();
+            let auth = native_auth(&hs.nonce(), &target.password);
             let mut p = Vec::with_capacity(128);
             p.extend_from_slice(&caps.bits().to_le_bytes());
             p.extend_from_slice(&(1u32 << 24).to_le_bytes()); // max packet
@@ -144,7 +152,7 @@ impl Backend {
                 p.push(0);
             }
             p.extend_from_slice(b"mysql_native_password\0");
-            write_packet(&mut stream, greeting.seq().wrapping_add(1), &p).await?;
+            write_packet(&mut stream, seq.wrapping_add(1), &p).await?;
             let mut reply = frames.read(&mut stream).await?;
             if reply.payload().first() == Some(&0xFE) {
                 // An auth switch: only mysql_native_password is spoken here.
@@ -158,43 +166,32 @@ impl Backend {
                 }
                 let mut nonce = body.get(name_end + 1..).unwrap_or_default().to_vec();
                 nonce.truncate(20);
-                let auth = scramble_native(&nonce, target.password.as_bytes())
-                    .map(|s| s.to_vec())
-                    .unwrap_or_default();
+                let auth = native_auth(&nonce, &target.password);
                 write_packet(&mut stream, reply.seq().wrapping_add(1), &auth).await?;
                 reply = frames.read(&mut stream).await?;
             }
-            match reply.payload().first() {
-                Some(0x00) => Ok((id, caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF))),
-                _ => Err(BackendError::Refused(err_text(reply.payload()))),
+            if reply.payload().first() != Some(&0x00) {
+                return Err(BackendError::Refused(err_text(reply.payload())));
             }
+            let mut backend = Backend {
+                stream,
+                frames,
+                flavor: flavor.clone(),
+                id: hs.connection_id(),
+                deprecate_eof: caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+                role: None,
+            };
+            // `COM_RESET_CONNECTION` leaves the active role as the session set it, so each
+            // reset sets the login's role again: learn it now.
+            backend.role = backend.query_value("SELECT CURRENT_ROLE()").await?;
+            Ok(backend)
         };
-        let id = tokio::time::timeout(timeout, login).await.map_err(|_| {
+        tokio::time::timeout(timeout, login).await.map_err(|_| {
             BackendError::Connect(
                 target.address.clone(),
                 "the login did not finish in time".into(),
             )
-        })??;
-        let (id, deprecate_eof) = id;
-        let mut backend = Backend {
-            stream,
-            frames,
-            flavor: flavor.clone(),
-            id,
-            deprecate_eof,
-            role: None,
-        };
-        // `COM_RESET_CONNECTION` leaves the active role as the session set it, so each reset
-        // sets the login's role again: learn it now.
-        backend.role = tokio::time::timeout(timeout, backend.query_value("SELECT CURRENT_ROLE()"))
-            .await
-            .map_err(|_| {
-                BackendError::Connect(
-                    target.address.clone(),
-                    "the login did not finish in time".into(),
-                )
-            })??;
-        Ok(backend)
+        })?
     }
 
     /// Runs a query whose answer is one value (or none), and returns it as text.

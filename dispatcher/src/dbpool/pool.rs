@@ -3,7 +3,7 @@
 //! session and reset before the next.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,16 +31,6 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(2),
         }
     }
-}
-
-/// Counters, for logs and the bench.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub opened: AtomicU64,
-    pub reused: AtomicU64,
-    pub reset: AtomicU64,
-    pub discarded: AtomicU64,
-    pub waited: AtomicU64,
 }
 
 /// A backend lent to one session, with its share of the pool's bound.
@@ -77,7 +67,6 @@ pub struct Pool {
     /// far from the server's own ids, so a `KILL` of one fails instead of hitting another
     /// session's thread.
     next_id: AtomicU32,
-    pub stats: Stats,
 }
 
 impl Pool {
@@ -91,7 +80,6 @@ impl Pool {
             returned: Notify::new(),
             server: Mutex::default(),
             next_id: AtomicU32::new(u32::MAX),
-            stats: Stats::default(),
         })
     }
 
@@ -125,7 +113,6 @@ impl Pool {
             if lease.backend.looks_alive() {
                 return Some(lease);
             }
-            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "dbpool", pool = %self.name, "an idle backend was closed by the server; dropped");
         }
         None
@@ -136,7 +123,6 @@ impl Pool {
         let mut idle = self.lock_idle();
         for (f, list) in idle.iter_mut() {
             if f != flavor && list.pop().is_some() {
-                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
         }
@@ -147,13 +133,11 @@ impl Pool {
     /// bound allows, else the first one back within the acquire timeout.
     pub async fn acquire(&self, flavor: &Flavor) -> Result<Lease, AcquireError> {
         let deadline = Instant::now() + self.config.acquire_timeout;
-        let mut waited = false;
         loop {
             let notified = self.returned.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Some(lease) = self.take_idle(flavor) {
-                self.stats.reused.fetch_add(1, Ordering::Relaxed);
                 return Ok(lease);
             }
             let permit = match self.permits.clone().try_acquire_owned() {
@@ -162,20 +146,14 @@ impl Pool {
                 Err(_) => None,
             };
             if let Some(permit) = permit {
-                let backend =
-                    Backend::open(&self.target, flavor, self.config.connect_timeout).await;
                 // On failure the permit goes back with the error.
-                let backend = backend?;
-                self.stats.opened.fetch_add(1, Ordering::Relaxed);
+                let backend =
+                    Backend::open(&self.target, flavor, self.config.connect_timeout).await?;
                 tracing::debug!(target: "dbpool", pool = %self.name, backend = backend.id, "opened a backend connection");
                 return Ok(Lease {
                     backend,
                     _permit: permit,
                 });
-            }
-            if !waited {
-                waited = true;
-                self.stats.waited.fetch_add(1, Ordering::Relaxed);
             }
             if tokio::time::timeout_at(deadline.into(), notified)
                 .await
@@ -193,7 +171,6 @@ impl Pool {
     /// that was not idle, or whose reset fails, is closed.
     pub fn release(self: &Arc<Self>, mut lease: Lease, clean: bool) {
         if !clean {
-            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "dbpool", pool = %self.name, backend = lease.backend.id, "a session ended mid-exchange; its backend is closed");
             drop(lease);
             self.returned.notify_one();
@@ -209,16 +186,13 @@ impl Pool {
             .await;
             match reset {
                 Ok(Ok(())) => {
-                    pool.stats.reset.fetch_add(1, Ordering::Relaxed);
                     let flavor = lease.backend.flavor.clone();
                     pool.lock_idle().entry(flavor).or_default().push(lease);
                 }
                 Ok(Err(e)) => {
-                    pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "dbpool", pool = %pool.name, "a backend failed its reset and is closed: {e}");
                 }
                 Err(_) => {
-                    pool.stats.discarded.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target: "dbpool", pool = %pool.name, "a backend did not answer its reset in time and is closed");
                 }
             }

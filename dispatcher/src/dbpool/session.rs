@@ -32,12 +32,8 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(target: "dbpool", pool = %pool.name, "a guest session got no database: {e}");
-            let msg = format!(
-                "Can't connect to MySQL server on '{}' ({e})",
-                pool.target.address
-            );
             // A server may answer a connection with an error instead of its greeting.
-            let _sent = write_packet(&mut guest, 0, &err_packet(2003, "HY000", &msg)).await;
+            let _sent = write_packet(&mut guest, 0, &cant_connect(&pool, &e)).await;
             return;
         }
     };
@@ -71,34 +67,32 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
     let mut lease = match pool.acquire(&flavor).await {
         Ok(l) => l,
         Err(e) => {
-            let (code, state, msg) = match &e {
-                AcquireError::Busy(..) => (1040, "08004", format!("Too many connections: {e}")),
-                AcquireError::Backend(BackendError::Refused(m)) => (
+            let answer = match &e {
+                AcquireError::Busy(..) => {
+                    err_packet(1040, "08004", &format!("Too many connections: {e}"))
+                }
+                AcquireError::Backend(BackendError::Refused(m)) => err_packet(
                     1045,
                     "28000",
-                    format!("the database refused the pool's login: {m}"),
+                    &format!("the database refused the pool's login: {m}"),
                 ),
                 AcquireError::Backend(other) => {
                     pool.forget_server();
-                    (
-                        2003,
-                        "HY000",
-                        format!(
-                            "Can't connect to MySQL server on '{}' ({other})",
-                            pool.target.address
-                        ),
-                    )
+                    cant_connect(&pool, other)
                 }
             };
             tracing::warn!(target: "dbpool", pool = %pool.name, "a guest session got no database: {e}");
-            let _sent = write_packet(&mut guest, seq, &err_packet(code, state, &msg)).await;
+            let _sent = write_packet(&mut guest, seq, &answer).await;
             return;
         }
     };
     // A guest that asked for another schema than the pool's gets it selected.
-    if login.schema.is_some() && login.schema != pool.target.schema {
+    if let Some(schema) = login
+        .schema
+        .filter(|s| Some(s) != pool.target.schema.as_ref())
+    {
         let mut init = vec![0x02];
-        init.extend_from_slice(login.schema.as_deref().unwrap_or_default().as_bytes());
+        init.extend_from_slice(schema.as_bytes());
         if let Err(e) = lease.backend.command(&init).await {
             let refused = matches!(e, BackendError::Refused(_));
             let _sent =
@@ -121,6 +115,15 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
     let (end, tracker) = relay(&mut guest, frames, &mut lease, Tracker::new(deprecate_eof)).await;
     let clean = end == End::Guest && tracker.idle();
     pool.release(lease, clean);
+}
+
+/// The ERR packet of a database the pool cannot reach, as a client library words it.
+fn cant_connect(pool: &Pool, e: &BackendError) -> Vec<u8> {
+    let msg = format!(
+        "Can't connect to MySQL server on '{}' ({e})",
+        pool.target.address
+    );
+    err_packet(2003, "HY000", &msg)
 }
 
 /// Moves bytes between the guest and the backend until one side ends.

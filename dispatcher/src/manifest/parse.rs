@@ -256,32 +256,33 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
     ) {
         limits.timeout = Duration::from_millis(ms);
     }
-    if let Some(n) = check(
-        "limits.max_concurrency",
-        raw.max_concurrency,
-        1,
-        MAX_CONCURRENCY as i64,
-        "instances",
-    ) {
-        limits.max_concurrency = n as u32;
-    }
-    if let Some(n) = check(
-        "limits.max_sockets",
-        raw.max_sockets,
-        1,
-        MAX_SOCKETS as i64,
-        "sockets",
-    ) {
-        limits.max_sockets = n as u32;
-    }
-    if let Some(n) = check(
-        "limits.max_db_sessions",
-        raw.max_db_sessions,
-        1,
-        MAX_DB_SESSIONS as i64,
-        "sessions",
-    ) {
-        limits.max_db_sessions = n as u32;
+    let counts: [(&str, Option<i64>, u32, &str, &mut u32); 3] = [
+        (
+            "limits.max_concurrency",
+            raw.max_concurrency,
+            MAX_CONCURRENCY,
+            "instances",
+            &mut limits.max_concurrency,
+        ),
+        (
+            "limits.max_sockets",
+            raw.max_sockets,
+            MAX_SOCKETS,
+            "sockets",
+            &mut limits.max_sockets,
+        ),
+        (
+            "limits.max_db_sessions",
+            raw.max_db_sessions,
+            MAX_DB_SESSIONS,
+            "sessions",
+            &mut limits.max_db_sessions,
+        ),
+    ];
+    for (field, value, max, unit, into) in counts {
+        if let Some(n) = check(field, value, 1, i64::from(max), unit) {
+            *into = n as u32;
+        }
     }
     limits
 }
