@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine with rustup:
 # the wasm32-wasip1 target, Debian's clang, wasi-libc and llvm-ar-14 (for C code in
-# function crates) plus wrk (for `make bench`). Skips whatever is already there.
+# function crates), wrk (for `make bench`), HAProxy (the replicas-behind-a-load-balancer
+# tests), kubectl with kustomize (Debian's kubernetes-client, unless a kubectl is on PATH)
+# and kubernetes-validate from PyPI (the Kubernetes manifests' schema check). Skips whatever
+# is already there.
 set -euo pipefail
 
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
@@ -9,7 +12,8 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-packages=(clang llvm-14 wasi-libc wrk mariadb-client)
+packages=(clang llvm-14 wasi-libc wrk mariadb-client haproxy)
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -20,4 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Pinned, so that the schemas the manifests are checked against do not move under us.
+KUBERNETES_VALIDATE=1.37.0
+if ! python3 -m pip show kubernetes-validate 2>/dev/null | grep -qx "Version: $KUBERNETES_VALIDATE"; then
+  echo "setup: installing kubernetes-validate $KUBERNETES_VALIDATE"
+  python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
 fi
