@@ -1,6 +1,9 @@
 //! A load generator: clients posting back to back while a test changes the platform.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use reqwest::Method;
 
 use super::client;
 
@@ -17,12 +20,24 @@ pub struct LoadResult {
     pub ok: u64,
     /// Each failure: the status (or transport error) and the body.
     pub failures: Vec<String>,
+    /// When each failure in `failures` was seen.
+    pub failed_at: Vec<Instant>,
     /// Distinct bodies of successful answers, in the order first seen.
     pub bodies: Vec<String>,
 }
 
 impl Load {
     pub fn start(url: String, body: &'static str, concurrency: usize) -> Load {
+        Self::start_method(Method::POST, url, body, concurrency)
+    }
+
+    /// Like [`Load::start`], with `method` instead of POST (`body` is sent with any method).
+    pub fn start_method(
+        method: Method,
+        url: String,
+        body: &'static str,
+        concurrency: usize,
+    ) -> Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -35,21 +50,23 @@ impl Load {
                 let mut tasks = Vec::new();
                 for _ in 0..concurrency {
                     let (url, flag, result) = (url.clone(), flag.clone(), result.clone());
+                    let method = method.clone();
                     tasks.push(tokio::spawn(async move {
                         let http = client();
                         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                            let outcome = match http.post(&url).body(body).send().await {
-                                Ok(r) => {
-                                    let status = r.status();
-                                    let text = r.text().await.unwrap_or_default();
-                                    if status.is_success() {
-                                        Ok(text)
-                                    } else {
-                                        Err(format!("{status}: {text}"))
+                            let outcome =
+                                match http.request(method.clone(), &url).body(body).send().await {
+                                    Ok(r) => {
+                                        let status = r.status();
+                                        let text = r.text().await.unwrap_or_default();
+                                        if status.is_success() {
+                                            Ok(text)
+                                        } else {
+                                            Err(format!("{status}: {text}"))
+                                        }
                                     }
-                                }
-                                Err(e) => Err(format!("transport: {e}")),
-                            };
+                                    Err(e) => Err(format!("transport: {e}")),
+                                };
                             let mut r = result.lock().unwrap();
                             match outcome {
                                 Ok(text) => {
@@ -58,7 +75,10 @@ impl Load {
                                         r.bodies.push(text);
                                     }
                                 }
-                                Err(e) => r.failures.push(e),
+                                Err(e) => {
+                                    r.failures.push(e);
+                                    r.failed_at.push(Instant::now());
+                                }
                             }
                         }
                     }));

@@ -24,6 +24,8 @@ pub struct Options<'a> {
     pub env: Vec<(&'a str, String)>,
     /// More arguments for `serve`.
     pub args: Vec<&'a str>,
+    /// `--listen`: `127.0.0.1:0` (a free port) unless given, e.g. to restart on the same port.
+    pub listen: Option<String>,
 }
 
 /// The variables the dispatcher reads, removed so that the caller's environment (a
@@ -76,7 +78,7 @@ impl Dispatcher {
             .unwrap_or_else(shared_cache);
         cmd.args(&opts.args);
         cmd.arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--cache-dir")
             .arg(&cache)
             .stdout(Stdio::piped())
