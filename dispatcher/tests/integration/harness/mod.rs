@@ -1,9 +1,11 @@
 //! Test support: the platform against manifests in a temp folder, with real `.wasm` functions
 //! built from the repo (`make test` builds them first), either in this process
 //! ([`InProcess`]) or as the real binary ([`Dispatcher`]); the MariaDB the tests share; a load
-//! generator; a TCP proxy that can play a database outage.
+//! generator; a TCP proxy that can play a database outage; a real HAProxy in front of
+//! replicas.
 
 mod db;
+mod haproxy;
 mod in_process;
 mod load;
 mod process;
@@ -13,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use db::{sql, try_sql, unique_name, PlatformDb};
+pub use haproxy::{free_port, HaProxy};
 pub use in_process::InProcess;
-pub use load::Load;
+pub use load::{Load, LoadResult};
 pub use process::{bare_command, dispatcher_command, Dispatcher, Options};
 pub use proxy::Proxy;
 
