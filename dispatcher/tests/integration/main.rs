@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cluster;
 mod dbpool;
 mod deploy;
 mod deploy_files;
