@@ -15,7 +15,7 @@ NATIVE := --exclude dispatcher --exclude bench
 # minutes. bench/src/artifacts.rs and the Dockerfile use the same settings.
 WASM_PROFILE := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 
-.PHONY: all setup database functions dispatcher run test bench check clean
+.PHONY: all setup database functions dispatcher run test cluster-test bench check clean
 
 all: functions dispatcher
 
@@ -39,6 +39,10 @@ check: functions dispatcher
 
 test: functions database
 	$(CARGO) test --release -p dispatcher
+
+# Only the replicas-behind-HAProxy tests (dispatcher/tests/integration/cluster.rs).
+cluster-test: functions database
+	$(CARGO) test --release -p dispatcher --test integration cluster
 
 bench: functions dispatcher database
 	$(CARGO) run --release -p bench
