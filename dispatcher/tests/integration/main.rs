@@ -8,6 +8,7 @@ mod deploy;
 mod deploy_files;
 mod http;
 mod layout;
+mod lifecycle;
 mod manifests;
 mod orders;
 mod schedules;
