@@ -28,8 +28,9 @@ pub struct Tier {
 
 impl Tier {
     /// Builds the engine (pooling allocator, copy-on-write memory images, epoch
-    /// interruption) for `strategy`, and its linker.
-    pub fn new(config: &RuntimeConfig, strategy: Strategy) -> anyhow::Result<Tier> {
+    /// interruption) for `strategy`, and its linker. `parallel`: a compile uses every core
+    /// (else only the calling thread, as the background compiles do).
+    pub fn new(config: &RuntimeConfig, strategy: Strategy, parallel: bool) -> anyhow::Result<Tier> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(config.max_instances)
             .total_memories(config.max_instances)
@@ -45,6 +46,7 @@ impl Tier {
             .async_stack_keep_resident(256 << 10);
         let mut cfg = Config::new();
         cfg.strategy(strategy)
+            .parallel_compilation(parallel)
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -141,7 +141,10 @@ const SEEN_MAX: usize = 256;
 impl Runtime {
     /// Builds the engines and starts the epoch ticker (and, tiered, the background compiler).
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
-        let optimized = Arc::new(Tier::new(config, Strategy::Cranelift)?);
+        // Tiered, Cranelift only compiles behind, on one low-priority thread, so that it
+        // takes nothing from requests and start-up that they would want.
+        let parallel = config.compile != Compile::Tiered;
+        let optimized = Arc::new(Tier::new(config, Strategy::Cranelift, parallel)?);
         let cache = match (&config.cache_dir, &config.precompiled_dir) {
             (None, None) => None,
             (dir, precompiled) => Some(
@@ -156,7 +159,7 @@ impl Runtime {
         let baseline = match config.compile {
             Compile::Optimized => None,
             Compile::Tiered | Compile::Baseline => {
-                Some(Arc::new(Tier::new(config, Strategy::Winch)?))
+                Some(Arc::new(Tier::new(config, Strategy::Winch, true)?))
             }
         };
         let optimizer = match config.compile {
