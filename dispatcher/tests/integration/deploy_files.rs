@@ -1,7 +1,7 @@
 //! `docker-compose.yml`, `deploy/haproxy/haproxy.cfg` and the `Dockerfile`, checked without a
 //! Docker engine: the compose file parses and wires three replicas behind HAProxy, HAProxy
 //! accepts its configuration (`haproxy -c`) and checks and finds the replicas, and the
-//! Dockerfile's paths exist in the repo and agree with the manifests.
+//! Dockerfile's paths exist in the repo, agree with the manifests and precompile them.
 
 use crate::harness::repo;
 use serde_yaml::Value;
@@ -324,7 +324,69 @@ fn dockerfile_paths_exist_and_match_the_manifests() {
     }
     let manifests_dest = manifests_dest.expect("the manifests are copied");
     let wasm_dest = wasm_dest.expect("the modules are copied");
-    assert!(text.contains(&format!("DISPATCHER_MANIFESTS={manifests_dest}")));
+    let env = dockerfile_env(&text);
+    assert_eq!(
+        env.get("DISPATCHER_MANIFESTS"),
+        Some(&manifests_dest),
+        "ENV DISPATCHER_MANIFESTS"
+    );
+    // The modules are compiled at build time, in the runtime stage, from the manifests just
+    // copied, into the read-only folder the ENV names, which is not the writable cache.
+    let instructions = dockerfile_instructions(&text);
+    let runtime = instructions
+        .iter()
+        .rposition(|i| i.starts_with("FROM "))
+        .unwrap();
+    let check = instructions
+        .iter()
+        .position(|i| i.starts_with("RUN ") && i.contains("dispatcher check"))
+        .expect("a RUN dispatcher check step fills the precompiled folder");
+    let last_copy = instructions
+        .iter()
+        .rposition(|i| i.starts_with("COPY "))
+        .unwrap();
+    let user = instructions
+        .iter()
+        .position(|i| i.starts_with("USER "))
+        .expect("a USER");
+    assert!(
+        runtime < check && last_copy < check && check < user,
+        "the check step runs in the runtime stage, after the COPYs, as root"
+    );
+    let words: Vec<&str> = instructions[check].split_whitespace().collect();
+    let flag = |name: &str| {
+        let i = words
+            .iter()
+            .position(|w| *w == name)
+            .unwrap_or_else(|| panic!("dispatcher check without {name}"));
+        words[i + 1].to_string()
+    };
+    let precompiled = env
+        .get("DISPATCHER_PRECOMPILED")
+        .expect("ENV DISPATCHER_PRECOMPILED");
+    assert_eq!(
+        flag("--manifests"),
+        manifests_dest,
+        "dispatcher check --manifests"
+    );
+    assert_eq!(
+        &flag("--cache-dir"),
+        precompiled,
+        "dispatcher check --cache-dir vs ENV DISPATCHER_PRECOMPILED"
+    );
+    assert_ne!(
+        env.get("DISPATCHER_CACHE_DIR"),
+        Some(precompiled),
+        "the writable cache must not be the precompiled folder"
+    );
+    assert!(
+        instructions[check].contains(&format!("chown -R root:root {precompiled}")),
+        "{precompiled} must belong to root (read-only for the dispatcher user)"
+    );
+    assert!(
+        instructions[user] == "USER dispatcher" && text.contains("useradd --system --uid 10001"),
+        "the image runs as the non-root user dispatcher (10001)"
+    );
     // Each manifest's wasm path, resolved from the manifests' folder in the image, is where
     // the modules are copied, and its crate is in the workspace the image builds.
     for entry in std::fs::read_dir(repo().join("manifests")).unwrap() {
@@ -355,6 +417,38 @@ fn dockerfile_paths_exist_and_match_the_manifests() {
         ignore.lines().any(|l| l.trim() == "target"),
         "the build context must not carry target/"
     );
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments and blanks left out.
+fn dockerfile_instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let (body, continued) = match line.trim_end().strip_suffix('\\') {
+            Some(body) => (body, true),
+            None => (line.trim_end(), false),
+        };
+        current.push_str(body.trim());
+        current.push(' ');
+        if !continued {
+            if !current.trim().is_empty() {
+                out.push(current.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            current.clear();
+        }
+    }
+    out
+}
+
+/// Every KEY=VALUE of the Dockerfile's ENV instructions.
+fn dockerfile_env(text: &str) -> std::collections::BTreeMap<String, String> {
+    dockerfile_instructions(text)
+        .iter()
+        .filter_map(|i| i.strip_prefix("ENV "))
+        .flat_map(|rest| rest.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Resolves `..` segments of an absolute path.
