@@ -7,6 +7,7 @@ mod dbpool;
 mod deploy;
 mod deploy_files;
 mod http;
+mod k8s;
 mod layout;
 mod lifecycle;
 mod manifests;
