@@ -163,30 +163,3 @@ async fn an_instance_holds_at_most_max_sockets() {
         "five sockets, then EMFILE"
     );
 }
-
-#[test]
-#[ignore]
-fn compile_times() {
-    for name in ["echo", "create_orders"] {
-        let wasm = std::fs::read(format!("../target/wasm32-wasip1/release/{name}.wasm")).unwrap();
-        for compile in [Compile::Baseline, Compile::Optimized] {
-            let rt = runtime(compile);
-            let t = std::time::Instant::now();
-            let p = rt.prepare(&wasm).unwrap();
-            let wall = t.elapsed();
-            let t2 = std::time::Instant::now();
-            let _ = rt.prepare(&wasm).unwrap();
-            eprintln!("{name} {compile:?}: {wall:?} (load_time {:?}), again {:?}", p.load_time, t2.elapsed());
-        }
-        let t = std::time::Instant::now();
-        let e = wasmtime::Engine::new(wasmtime::Config::new().strategy(wasmtime::Strategy::Winch)).unwrap();
-        let _ = wasmtime::Module::from_binary(&e, &wasm).unwrap();
-        eprintln!("{name} plain winch engine: {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut cfg = wasmtime::Config::new();
-        cfg.strategy(wasmtime::Strategy::Winch).parallel_compilation(false);
-        let e = wasmtime::Engine::new(&cfg).unwrap();
-        let _ = wasmtime::Module::from_binary(&e, &wasm).unwrap();
-        eprintln!("{name} plain winch engine, serial: {:?}", t.elapsed());
-    }
-}

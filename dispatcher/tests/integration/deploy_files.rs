@@ -52,9 +52,20 @@ fn compose_runs_three_replicas_behind_haproxy_and_a_healthy_mariadb() {
         .trim_end_matches('s')
         .parse()
         .expect("stop_grace_period in seconds");
+    let seconds = |var: &str| -> u64 {
+        let v = &d["environment"][var];
+        v.as_str()
+            .unwrap_or_else(|| panic!("dispatcher: {var} is set, as a string"))
+            .parse()
+            .unwrap_or_else(|_| panic!("dispatcher: {var} in whole seconds"))
+    };
+    let (delay, drain) = (
+        seconds("DISPATCHER_DRAIN_DELAY"),
+        seconds("DISPATCHER_DRAIN_TIMEOUT"),
+    );
     assert!(
-        grace > 10,
-        "dispatcher: stop_grace_period {grace}s must outlast the 10 s drain"
+        grace > delay + drain,
+        "dispatcher: stop_grace_period {grace}s must outlast the drain delay {delay}s and the drain {drain}s"
     );
     let url = d["environment"]["DATABASE_URL"].as_str().unwrap();
     assert!(
