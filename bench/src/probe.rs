@@ -19,12 +19,27 @@ pub fn post(
     body: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Reply> {
+    request(addr, "POST", path, body, timeout)
+}
+
+/// Sends `GET path` to `addr` and reads the whole response.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Reply> {
+    request(addr, "GET", path, b"", timeout)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )

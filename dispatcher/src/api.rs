@@ -93,10 +93,13 @@ pub struct Version {
 /// `GET /_dispatcher/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`.
+    /// `ok` (200), `starting` or `draining` (both 503).
     pub status: String,
     /// How many functions this replica serves.
     pub functions: usize,
+    /// Modules serving from baseline (Winch) code while Cranelift compiles them.
+    #[serde(default)]
+    pub optimizing: usize,
 }
 
 /// Every refusal and failure the platform answers: a kind, a sentence, and what the kind

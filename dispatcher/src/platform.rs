@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -19,7 +20,7 @@ use crate::dbpool::Pools;
 use crate::deploy::{self, Deployments};
 pub use crate::http::HttpConfig;
 use crate::http::{self, AdminToken, AppState};
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{Compile, Runtime, RuntimeConfig};
 use crate::schedule::{self, SchedulerConfig};
 use crate::store::Store;
 
@@ -67,6 +68,12 @@ impl Platform {
             store,
             deployments,
         })
+    }
+
+    /// [`Platform::start`], with `listener` answering 503 `starting` meanwhile (health
+    /// included), so probes and load balancers see a replica that is not ready yet.
+    pub async fn start_on(config: Config, listener: &TcpListener) -> anyhow::Result<Platform> {
+        http::while_starting(listener, Platform::start(config)).await
     }
 
     /// Serves HTTP on `listener` and runs the schedules until `shutdown` resolves; then
@@ -119,6 +126,7 @@ impl Platform {
             deployments,
             config: config.http,
             admin,
+            draining: AtomicBool::new(false),
         });
         let mut stop = stop_rx;
         http::serve(listener, state, async move {
@@ -138,17 +146,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    Platform::start(config)
+    Platform::start_on(config, &listener)
         .await?
         .serve(listener, shutdown)
         .await
 }
 
-/// Validates a folder of manifests and compiles their modules, deploying nothing: the
-/// number of functions, or every error found.
+/// Validates a folder of manifests and compiles their modules with Cranelift (filling the
+/// cache, if there is one, as an image build does), deploying nothing: the number of
+/// functions, or every error found.
 pub async fn check(manifests: &Path, runtime: &RuntimeConfig) -> anyhow::Result<usize> {
+    let runtime = RuntimeConfig {
+        compile: Compile::Optimized,
+        ..runtime.clone()
+    };
     let deployments = Deployments::start(
-        Runtime::new(runtime)?,
+        Runtime::new(&runtime)?,
         Arc::new(Store::memory()),
         Pools::new(PoolConfig::default()),
     )

@@ -4,6 +4,7 @@
 mod deploy;
 mod invoke;
 mod orders;
+mod replica;
 mod schedule;
 mod startup;
 mod throughput;
@@ -28,4 +29,5 @@ pub const ALL: &[Section] = &[
     orders::SECTION,
     schedule::SECTION,
     deploy::SECTION,
+    replica::SECTION,
 ];

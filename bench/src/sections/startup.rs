@@ -98,6 +98,11 @@ fn first_response(
     loop {
         match probe::post(addr, ECHO_PATH, b"ping", Duration::from_secs(5)) {
             Ok(reply) if reply.status == 200 => return Ok(started.elapsed()),
+            // The dispatcher answers 503 `starting` until its functions are loaded.
+            Ok(reply) if reply.status == 503 => {
+                child.ensure_running()?;
+                std::thread::sleep(POLL);
+            }
             Ok(reply) => anyhow::bail!(
                 "{name}: the first answer to POST {ECHO_PATH} was {}, not 200",
                 reply.status

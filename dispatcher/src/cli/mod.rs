@@ -49,6 +49,13 @@ enum Command {
         #[arg(long, env = "DISPATCHER_DB_POOL_SIZE", default_value_t = 16,
               value_parser = clap::value_parser!(u16).range(1..=1000))]
         db_pool_size: u16,
+        /// After SIGTERM, seconds to keep accepting requests while health answers 503
+        /// `draining`, so a load balancer takes this replica out before it stops listening.
+        #[arg(long, env = "DISPATCHER_DRAIN_DELAY", default_value = "0", value_parser = seconds)]
+        drain_delay: std::time::Duration,
+        /// After that, seconds to wait for requests and runs in flight before closing them.
+        #[arg(long, env = "DISPATCHER_DRAIN_TIMEOUT", default_value = "10", value_parser = seconds)]
+        drain_timeout: std::time::Duration,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -173,19 +180,51 @@ pub(crate) struct EngineArgs {
     /// Compile every module at start-up instead of using the cache.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// A read-only folder of compiled modules (a `--cache-dir` filled by `check`, e.g. at
+    /// image build time), looked in after the cache.
+    #[arg(long, env = "DISPATCHER_PRECOMPILED")]
+    pub(crate) precompiled: Option<PathBuf>,
     /// Instances that may run at once across all functions (the pool's size).
     #[arg(long, env = "DISPATCHER_MAX_INSTANCES", default_value_t = 1000)]
     pub(crate) max_instances: u32,
+    /// How a module not in the cache is compiled: `tiered` serves it from Winch's code at
+    /// once and swaps in Cranelift's when a background compile is done; `optimized` waits for
+    /// Cranelift; `baseline` runs Winch's code only (for tests and comparisons).
+    #[arg(long, env = "DISPATCHER_COMPILE", value_enum, default_value_t = CompileArg::Tiered)]
+    pub(crate) compile: CompileArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum CompileArg {
+    Tiered,
+    Optimized,
+    Baseline,
 }
 
 impl EngineArgs {
     pub(crate) fn runtime_config(&self) -> crate::runtime::RuntimeConfig {
         crate::runtime::RuntimeConfig {
             cache_dir: (!self.no_cache).then(|| self.cache_dir.clone()),
+            precompiled_dir: self.precompiled.clone().filter(|_| !self.no_cache),
             max_instances: self.max_instances,
+            compile: match self.compile {
+                CompileArg::Tiered => crate::runtime::Compile::Tiered,
+                CompileArg::Optimized => crate::runtime::Compile::Optimized,
+                CompileArg::Baseline => crate::runtime::Compile::Baseline,
+            },
             ..crate::runtime::RuntimeConfig::default()
         }
     }
+}
+
+/// A number of seconds (`1.5` is allowed), not negative.
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| *d <= std::time::Duration::from_secs(3600))
+        .ok_or_else(|| format!("`{text}` is not a number of seconds between 0 and 3600"))
 }
 
 /// Runs one command.
@@ -199,6 +238,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             max_body,
             db_pool_size,
+            drain_delay,
+            drain_timeout,
             db,
         } => {
             let config = crate::platform::Config {
@@ -210,6 +251,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 http: crate::http::HttpConfig {
                     max_body_bytes: max_body,
                     max_deploy_bytes: max_deploy,
+                    drain_delay,
+                    drain_timeout,
                     ..crate::http::HttpConfig::default()
                 },
                 db_pool: crate::platform::PoolConfig {

@@ -13,7 +13,7 @@ use crate::platform::{self, Platform};
 pub async fn serve(config: platform::Config, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = platform::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let platform = Platform::start(config).await?;
+    let platform = Platform::start_on(config, &listener).await?;
     // The one line scripts and tests wait for.
     println!("dispatcher listening on http://{addr}");
     std::io::stdout().flush().context("stdout")?;

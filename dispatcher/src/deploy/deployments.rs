@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use super::error::DeployError;
@@ -53,6 +54,12 @@ pub struct Deployments {
     pub(super) synced: Mutex<Option<u64>>,
     /// Versions that failed to load here, so each failure is logged once.
     pub(super) failing: std::sync::Mutex<HashSet<(String, u32)>>,
+}
+
+/// How many modules compile at once: one per core (each compile is parallel inside too, so
+/// this mostly overlaps a module's serial phases with another's).
+pub(super) fn compile_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
 }
 
 /// `${VAR}` in manifests reads this process's environment: each replica expands its own.
@@ -103,6 +110,11 @@ impl Deployments {
         &self.live
     }
 
+    /// Modules still serving from baseline code while Cranelift compiles them.
+    pub fn optimizing(&self) -> usize {
+        self.runtime.optimizing()
+    }
+
     /// Deploys one uploaded manifest and module.
     pub async fn deploy(&self, up: Upload) -> Result<Report, DeployError> {
         let spec = manifest::parse_manifest(
@@ -123,11 +135,17 @@ impl Deployments {
         specs: Vec<(FunctionSpec, String)>,
         by: &str,
     ) -> Result<Vec<Report>, DeployError> {
-        // Compile and store first, outside the lock.
+        // Compile and store first, outside the lock; a few modules at a time (the start-up
+        // folder is a dozen), in the specs' order.
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
-        for (spec, source) in specs {
-            match self.candidate(spec, source, by).await {
+        let compiled: Vec<_> = futures_util::stream::iter(specs)
+            .map(|(spec, source)| self.candidate(spec, source, by))
+            .buffered(compile_parallelism())
+            .collect()
+            .await;
+        for result in compiled {
+            match result {
                 Ok(c) => candidates.push(c),
                 Err(DeployError::Invalid(mut e)) => errors.append(&mut e.0),
                 Err(e) => return Err(e),

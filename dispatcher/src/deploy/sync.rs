@@ -1,13 +1,15 @@
 //! Following the catalog: what other replicas deployed, loaded here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::deployments::{env_lookup, Deployments};
+use futures_util::StreamExt;
+
+use super::deployments::{compile_parallelism, env_lookup, Deployments};
 use super::registry::Registry;
 use crate::api::Version;
 use crate::function::Function;
@@ -63,20 +65,38 @@ impl Deployments {
             return true;
         }
         let live = self.live.load();
+        let unchanged = |record: &Version| {
+            live.functions.get(&record.name).filter(|f| {
+                f.deployed.version == record.version
+                    && f.deployed.module_hash == record.module_hash
+                    && f.deployed.manifest == record.manifest
+            })
+        };
+        // What changed is loaded a few modules at a time (a fresh replica loads everything).
+        let changed: Vec<Version> = snapshot
+            .current
+            .iter()
+            .filter(|r| unchanged(r).is_none())
+            .cloned()
+            .collect();
+        let mut loaded: HashMap<String, Result<Arc<Function>, String>> =
+            futures_util::stream::iter(changed)
+                .map(|record| async move {
+                    let result = self.load(&record).await;
+                    (record.name, result)
+                })
+                .buffered(compile_parallelism())
+                .collect()
+                .await;
         let mut functions = Vec::new();
         let mut complete = true;
         for record in &snapshot.current {
-            if let Some(f) = live.functions.get(&record.name) {
-                if f.deployed.version == record.version
-                    && f.deployed.module_hash == record.module_hash
-                    && f.deployed.manifest == record.manifest
-                {
-                    functions.push(f.clone());
-                    continue;
-                }
-            }
+            let Some(result) = loaded.remove(&record.name) else {
+                functions.extend(unchanged(record).cloned());
+                continue;
+            };
             let key = (record.name.clone(), record.version);
-            match self.load(record).await {
+            match result {
                 Ok(f) => {
                     tracing::info!(
                         function = %record.name,

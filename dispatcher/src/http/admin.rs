@@ -2,7 +2,7 @@
 //!
 //! | Method and path                               | What                                   |
 //! |-----------------------------------------------|----------------------------------------|
-//! | `GET /_dispatcher/health`                     | liveness and readiness (no token)      |
+//! | `GET /_dispatcher/health`                     | readiness: 200 ok, 503 starting/draining |
 //! | `GET /_dispatcher/functions`                  | list what is deployed                  |
 //! | `POST /_dispatcher/functions`                 | deploy (multipart: `manifest`, `wasm`) |
 //! | `GET /_dispatcher/functions/{name}`           | one function and its versions          |
@@ -30,6 +30,26 @@ use crate::function::Event;
 
 /// The reserved prefix.
 pub const PREFIX: &str = "/_dispatcher";
+
+/// Liveness and readiness, without a token.
+pub const HEALTH: &str = "/_dispatcher/health";
+
+/// The health answer: 200 when `ok`, else 503 (`starting`: the deployed functions are not
+/// loaded yet; `draining`: shutting down), so a load balancer or a readiness probe sends
+/// traffic only to a replica that can serve it.
+pub fn health(status: &str, functions: usize, optimizing: usize) -> Response<Body> {
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: status.into(),
+        functions,
+        optimizing,
+    };
+    json(code, &body)
+}
 
 /// Whether a request path belongs to the admin API.
 pub fn is_admin_path(path: &str) -> bool {
@@ -87,16 +107,15 @@ pub async fn handle(
     body: Incoming,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let path = parts.uri.path().to_string();
-    if path == "/_dispatcher/health" {
+    if path == HEALTH {
         if parts.method != Method::GET {
             return (None, not_allowed("GET"));
         }
         let functions = state.deployments.live().peek().functions.len();
-        let health = Health {
-            status: "ok".into(),
-            functions,
-        };
-        return (None, json(StatusCode::OK, &health));
+        let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+        let status = if draining { "draining" } else { "ok" };
+        let optimizing = state.deployments.optimizing();
+        return (None, health(status, functions, optimizing));
     }
     let Some(token) = &state.admin else {
         return (

@@ -9,6 +9,6 @@ mod state;
 mod token;
 mod trigger;
 
-pub use server::serve;
+pub use server::{serve, while_starting};
 pub use state::{AppState, HttpConfig};
 pub use token::AdminToken;

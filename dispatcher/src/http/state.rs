@@ -1,5 +1,6 @@
 //! What every request handler shares: the deployed set, the HTTP limits and the admin token.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,10 @@ pub struct HttpConfig {
     pub max_output_bytes: usize,
     /// How long a request waits for a free instance of its function before 503.
     pub queue_timeout: Duration,
-    /// How long shutdown waits for requests in flight.
+    /// How long the listener keeps accepting after the shutdown signal, with health
+    /// answering 503 `draining`, so load balancers stop sending first.
+    pub drain_delay: Duration,
+    /// How long shutdown then waits for requests in flight.
     pub drain_timeout: Duration,
     /// Largest deploy request (manifest and module) the admin API accepts.
     pub max_deploy_bytes: usize,
@@ -27,6 +31,7 @@ impl Default for HttpConfig {
             max_body_bytes: 16 << 20,
             max_output_bytes: 32 << 20,
             queue_timeout: Duration::from_millis(500),
+            drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
             max_deploy_bytes: 256 << 20,
         }
@@ -40,6 +45,8 @@ pub struct AppState {
     pub config: HttpConfig,
     /// The admin API's token (`DISPATCHER_ADMIN_TOKEN`); `None` turns the API off.
     pub admin: Option<AdminToken>,
+    /// Set at the shutdown signal: health answers 503 and responses close their connection.
+    pub draining: AtomicBool,
 }
 
 impl AppState {

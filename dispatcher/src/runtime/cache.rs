@@ -7,11 +7,15 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-/// A folder of `<wasm-sha256>-<engine-hash>.cwasm` files.
+/// A folder of `<wasm-sha256>-<engine-hash>.cwasm` files, and optionally a read-only one
+/// of the same shape (filled at image build time) looked in second.
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
-    /// Where the artifacts live. Trusted: its files are loaded as machine code.
-    dir: PathBuf,
+    /// Where compiled artifacts are written and looked for first; `None`: nowhere.
+    /// Trusted: its files are loaded as machine code.
+    dir: Option<PathBuf>,
+    /// A read-only folder of artifacts, looked in after `dir`. Trusted as `dir` is.
+    precompiled: Option<PathBuf>,
     /// Hash of everything about the engine that makes an artifact compatible (version,
     /// target, settings), so a changed engine never loads a stale artifact.
     engine_key: String,
@@ -33,40 +37,53 @@ pub fn content_hash(wasm: &[u8]) -> String {
 }
 
 impl ModuleCache {
-    pub fn new(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+    pub fn new(
+        dir: Option<PathBuf>,
+        precompiled: Option<PathBuf>,
+        engine: &Engine,
+    ) -> std::io::Result<Self> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         Ok(ModuleCache {
             dir,
+            precompiled,
             engine_key: format!("{:016x}", h.finish()),
         })
     }
 
-    fn path_for(&self, hash: &str) -> PathBuf {
-        self.dir.join(format!("{hash}-{}.cwasm", self.engine_key))
+    fn file_name(&self, hash: &str) -> String {
+        format!("{hash}-{}.cwasm", self.engine_key)
     }
 
-    /// The cached module for `hash`, if there is a usable one.
+    /// The cached module for `hash`, if there is a usable one: from the cache, else from the
+    /// precompiled folder.
     pub fn load(&self, engine: &Engine, hash: &str) -> Option<Module> {
-        let path = self.path_for(hash);
-        if !path.exists() {
-            return None;
-        }
-        match deserialize(engine, &path) {
-            Ok(module) => Some(module),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}");
-                None
-            }
-        }
+        let name = self.file_name(hash);
+        [&self.dir, &self.precompiled]
+            .into_iter()
+            .flatten()
+            .map(|dir| dir.join(&name))
+            .filter(|path| path.exists())
+            .find_map(|path| match deserialize(engine, &path) {
+                Ok(module) => Some(module),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached module: {e}");
+                    None
+                }
+            })
     }
 
     /// Compiles `wasm` and stores the artifact. A cache that cannot be written only costs a
     /// compile next time; it is logged, not fatal.
     pub fn compile(&self, engine: &Engine, wasm: &[u8], hash: &str) -> wasmtime::Result<Module> {
         let module = Module::from_binary(engine, wasm)?;
-        let path = self.path_for(hash);
+        let Some(dir) = &self.dir else {
+            return Ok(module);
+        };
+        let path = dir.join(self.file_name(hash));
         if let Err(e) = self.store(&module, &path) {
             tracing::warn!(path = %path.display(), "cannot write the compile cache: {e:#}");
         }

@@ -14,6 +14,7 @@
 
 mod abi;
 mod cache;
+mod engine;
 mod fd;
 mod host;
 mod linking;
@@ -22,50 +23,68 @@ mod preview1;
 mod sockets;
 #[cfg(test)]
 mod tests;
+mod tier;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, UpdateDeadline,
-};
+use wasmtime::{InstancePre, Module, Store, Strategy, UpdateDeadline};
 
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
+use engine::Tier;
 use fd::FdTable;
 use host::{ExitCode, Host, MemoryLimiter};
 pub use net_policy::{Endpoint, NetPolicy};
-
-/// How often the epoch advances; a spinning guest yields to tokio at this interval.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Bytes of each linear memory slot kept mapped between instances and reset in place.
-const KEEP_RESIDENT: usize = 4 << 20;
+use tier::Optimizer;
 
 /// Largest linear memory an instance may have, in MiB: the pooling allocator's slot size.
 pub const MAX_MEMORY_MB: u64 = 4096;
+
+/// How a module this process has not seen before is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compile {
+    /// With Winch first, so it serves within a fraction of a second, then with Cranelift in
+    /// the background; the optimized code replaces the baseline code when it is ready
+    /// (requests already running finish on the code they started with).
+    #[default]
+    Tiered,
+    /// With Cranelift only: the deploy (or start-up) waits for the optimized code.
+    Optimized,
+    /// With Winch only, never optimized and never cached: to run a suite or a bench on
+    /// baseline code.
+    Baseline,
+}
 
 /// Settings of the engine, fixed for the life of the process.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Where compiled artifacts are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
-    /// Instances that may exist at once across all functions (pooling allocator slots).
+    /// A read-only folder of compiled artifacts (a cache folder filled ahead, e.g. in an
+    /// image), looked in after `cache_dir`.
+    pub precompiled_dir: Option<PathBuf>,
+    /// Instances that may exist at once across all functions (pooling allocator slots), per
+    /// compiler tier.
     pub max_instances: u32,
     /// Largest linear memory any instance may have, in bytes.
     pub max_memory_bytes: u64,
+    /// How modules not seen before are compiled.
+    pub compile: Compile,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             cache_dir: None,
+            precompiled_dir: None,
             max_instances: 1000,
             max_memory_bytes: MAX_MEMORY_MB << 20,
+            compile: Compile::default(),
         }
     }
 }
@@ -96,17 +115,23 @@ pub enum InvokeError {
     Capacity(String),
 }
 
-/// The shared engine and linker. Cheap to clone.
+/// A module's pre-linked code, swapped from baseline to optimized in place.
+type Code = ArcSwap<InstancePre<Host>>;
+
+/// The shared engines and linkers. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
-    engine: Engine,
-    /// The host functions, shared by every module.
-    linker: Arc<Linker<Host>>,
-    /// The compile cache, if configured.
+    /// Cranelift: the code every module ends up running.
+    optimized: Arc<Tier>,
+    /// Winch, unless compiles are `Optimized` only.
+    baseline: Option<Arc<Tier>>,
+    /// The background compiles that replace baseline code, when `Tiered`.
+    optimizer: Option<Optimizer>,
+    /// The compile cache, if configured (optimized code only).
     cache: Option<ModuleCache>,
     /// Modules this process has compiled or loaded, by content hash, so a redeploy or a
     /// rollback to a module seen before costs no compile (and no cache read).
-    seen: Arc<Mutex<HashMap<String, Module>>>,
+    seen: Arc<Mutex<HashMap<String, Arc<Code>>>>,
 }
 
 /// Most modules kept in [`Runtime::seen`]; past it the map starts over (the on-disk cache
@@ -114,56 +139,42 @@ pub struct Runtime {
 const SEEN_MAX: usize = 256;
 
 impl Runtime {
-    /// Builds the engine (pooling allocator, copy-on-write memory images, epoch interruption)
-    /// and starts the epoch ticker.
+    /// Builds the engines and starts the epoch ticker (and, tiered, the background compiler).
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(config.max_instances)
-            .total_memories(config.max_instances)
-            .total_tables(config.max_instances)
-            .total_stacks(config.max_instances)
-            .max_memory_size(config.max_memory_bytes as usize)
-            // Reset only the pages an instance dirtied and keep them mapped, instead of
-            // unmapping and faulting them in again on the next request (Linux 6.7+;
-            // elsewhere the keep-resident sizes below still avoid most faults).
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
-            .async_stack_keep_resident(256 << 10);
-        let mut cfg = Config::new();
-        cfg.epoch_interruption(true)
-            .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine =
-            Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
-
-        let mut linker = Linker::new(&engine);
-        linking::add_to_linker(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
-
-        let cache = match &config.cache_dir {
-            Some(dir) => Some(ModuleCache::new(dir.clone(), &engine).map_err(|e| {
-                anyhow::anyhow!("cannot create the compile cache at {}: {e}", dir.display())
-            })?),
-            None => None,
+        // Tiered, Cranelift only compiles behind, on one low-priority thread, so that it
+        // takes nothing from requests and start-up that they would want.
+        let parallel = config.compile != Compile::Tiered;
+        let optimized = Arc::new(Tier::new(config, Strategy::Cranelift, parallel)?);
+        let cache = match (&config.cache_dir, &config.precompiled_dir) {
+            (None, None) => None,
+            (dir, precompiled) => Some(
+                ModuleCache::new(dir.clone(), precompiled.clone(), &optimized.engine).map_err(
+                    |e| {
+                        let dir = dir.as_deref().unwrap_or(std::path::Path::new("-"));
+                        anyhow::anyhow!("cannot create the compile cache at {}: {e}", dir.display())
+                    },
+                )?,
+            ),
         };
-
-        // The ticker holds only a weak handle, so it ends with the last engine.
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn(move || loop {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            })?;
-
+        let baseline = match config.compile {
+            Compile::Optimized => None,
+            Compile::Tiered | Compile::Baseline => {
+                Some(Arc::new(Tier::new(config, Strategy::Winch, true)?))
+            }
+        };
+        let optimizer = match config.compile {
+            Compile::Tiered => Some(Optimizer::start(optimized.clone(), cache.clone())?),
+            Compile::Optimized | Compile::Baseline => None,
+        };
+        let mut engines = vec![&optimized.engine];
+        engines.extend(baseline.as_ref().map(|t| &t.engine));
+        engine::start_ticker(&engines)?;
         Ok(Runtime {
-            engine,
-            linker: Arc::new(linker),
-            cache,
+            optimized,
+            baseline,
+            optimizer,
+            // Baseline code is never cached, and cached (optimized) code not used.
+            cache: cache.filter(|_| config.compile != Compile::Baseline),
             seen: Arc::default(),
         })
     }
@@ -173,89 +184,117 @@ impl Runtime {
     pub fn prepare(&self, wasm: &[u8]) -> Result<Prepared, LoadError> {
         let started = Instant::now();
         let hash = content_hash(wasm);
-        let (module, origin) = match self.known(&hash) {
-            Some(module) => (module, Origin::Cached),
-            None => {
-                let module = match &self.cache {
-                    Some(cache) => cache.compile(&self.engine, wasm, &hash),
-                    None => Module::from_binary(&self.engine, wasm),
+        if let Some(code) = self.known(&hash) {
+            return Ok(Prepared::new(code?, hash, Origin::Cached, started));
+        }
+        let code = match &self.baseline {
+            Some(tier) => match Module::from_binary(&tier.engine, wasm) {
+                Ok(module) => {
+                    let code = Arc::new(Code::from_pointee(link(tier, &module)?));
+                    if let Some(optimizer) = &self.optimizer {
+                        optimizer.submit(hash.clone(), wasm.to_vec(), code.clone());
+                    }
+                    code
                 }
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-                (module, Origin::Compiled)
-            }
+                // Winch does not take every proposal Cranelift does: wait for Cranelift.
+                Err(_) => self.compile_optimized(wasm, &hash)?,
+            },
+            None => self.compile_optimized(wasm, &hash)?,
         };
-        let prepared = self.link(module.clone(), hash.clone(), origin, started)?;
-        self.remember(hash, module);
-        Ok(prepared)
+        self.remember(hash.clone(), code.clone());
+        Ok(Prepared::new(code, hash, Origin::Compiled, started))
     }
 
     /// Pre-links a module seen before (by this process or the compile cache) from its hash
     /// alone, so its bytes need not be fetched. `None` if it was not seen.
     pub fn prepare_known(&self, hash: &str) -> Option<Result<Prepared, LoadError>> {
         let started = Instant::now();
-        let module = self.known(hash)?;
-        Some(self.link(module, hash.to_string(), Origin::Cached, started))
+        let code = self.known(hash)?;
+        Some(code.map(|c| Prepared::new(c, hash.to_string(), Origin::Cached, started)))
     }
 
-    fn known(&self, hash: &str) -> Option<Module> {
-        if let Some(m) = self.seen_map().get(hash) {
-            return Some(m.clone());
+    /// Background compiles queued or running (0 without tiering).
+    pub fn optimizing(&self) -> usize {
+        self.optimizer.as_ref().map_or(0, Optimizer::pending)
+    }
+
+    /// Whether `prepared` runs Cranelift's code now (not, or no longer, Winch's).
+    pub fn is_optimized(&self, prepared: &Prepared) -> bool {
+        wasmtime::Engine::same(prepared.code.load().module().engine(), &self.optimized.engine)
+    }
+
+    fn compile_optimized(&self, wasm: &[u8], hash: &str) -> Result<Arc<Code>, LoadError> {
+        let engine = &self.optimized.engine;
+        let module = match &self.cache {
+            Some(cache) => cache.compile(engine, wasm, hash),
+            None => Module::from_binary(engine, wasm),
         }
-        let module = self.cache.as_ref()?.load(&self.engine, hash)?;
-        self.remember(hash.to_string(), module.clone());
-        Some(module)
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        Ok(Arc::new(Code::from_pointee(link(&self.optimized, &module)?)))
     }
 
-    fn remember(&self, hash: String, module: Module) {
+    fn known(&self, hash: &str) -> Option<Result<Arc<Code>, LoadError>> {
+        if let Some(code) = self.seen_map().get(hash) {
+            return Some(Ok(code.clone()));
+        }
+        let module = self.cache.as_ref()?.load(&self.optimized.engine, hash)?;
+        let code = match link(&self.optimized, &module) {
+            Ok(pre) => Arc::new(Code::from_pointee(pre)),
+            Err(e) => return Some(Err(e)),
+        };
+        self.remember(hash.to_string(), code.clone());
+        Some(Ok(code))
+    }
+
+    fn remember(&self, hash: String, code: Arc<Code>) {
         let mut seen = self.seen_map();
         if seen.len() >= SEEN_MAX {
             seen.clear();
         }
-        seen.insert(hash, module);
+        seen.insert(hash, code);
     }
 
-    fn seen_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
+    fn seen_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Code>>> {
         // The map is only ever inserted into or read; a panic elsewhere leaves it usable.
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Checks the module's shape and imports, and pre-links it.
-    fn link(
-        &self,
-        module: Module,
-        hash: String,
-        origin: Origin,
-        started: Instant,
-    ) -> Result<Prepared, LoadError> {
-        match module.get_export("_start") {
-            Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
-            _ => {
-                return Err(LoadError::Unsupported(
-                    "the module has no `_start` function: expected a WASI command (a Rust `bin` crate built for wasm32-wasip1)".into(),
-                ))
-            }
+/// Checks the module's shape and imports, and pre-links it with `tier`'s host functions.
+fn link(tier: &Tier, module: &Module) -> Result<InstancePre<Host>, LoadError> {
+    match module.get_export("_start") {
+        Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+        _ => {
+            return Err(LoadError::Unsupported(
+                "the module has no `_start` function: expected a WASI command (a Rust `bin` crate built for wasm32-wasip1)".into(),
+            ))
         }
-        let pre = linking::pre_link(&self.linker, &module).map_err(LoadError::Unsupported)?;
-
-        Ok(Prepared {
-            pre,
-            hash,
-            origin,
-            load_time: started.elapsed(),
-        })
     }
+    linking::pre_link(&tier.linker, module).map_err(LoadError::Unsupported)
 }
 
 /// A compiled, pre-linked module: instantiating it costs microseconds.
 #[derive(Clone)]
 pub struct Prepared {
-    pre: InstancePre<Host>,
+    /// Baseline code until the optimized code replaces it.
+    code: Arc<Code>,
     /// SHA-256 of the module's bytes.
     pub hash: String,
     /// Whether it was compiled now or loaded from the cache.
     pub origin: Origin,
-    /// How long compiling or loading took.
+    /// How long compiling or loading took (until it could serve).
     pub load_time: Duration,
+}
+
+impl Prepared {
+    fn new(code: Arc<Code>, hash: String, origin: Origin, started: Instant) -> Prepared {
+        Prepared {
+            code,
+            hash,
+            origin,
+            load_time: started.elapsed(),
+        }
+    }
 }
 
 /// One event for one instance.
@@ -311,12 +350,14 @@ impl Prepared {
             max_sockets: inv.max_sockets,
             max_pooled_sessions: inv.max_pooled_sessions,
         };
-        let mut store = Store::new(self.pre.module().engine(), host);
+        // The code current now; a swap to optimized code affects the next invocation.
+        let pre = self.code.load_full();
+        let mut store = Store::new(pre.module().engine(), host);
         store.limiter(|h| &mut h.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
-        let result = tokio::time::timeout(inv.timeout, run(&self.pre, &mut store)).await;
+        let result = tokio::time::timeout(inv.timeout, run(&pre, &mut store)).await;
         let host = store.data_mut();
         tracing::debug!(function = %host.function, peak_memory = host.limiter.peak, "instance done");
         let stdout = host.fds.take_stdout();

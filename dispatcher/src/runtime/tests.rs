@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::abi::Errno;
-use super::{Invocation, NetPolicy, Runtime, RuntimeConfig};
+use super::{Compile, Invocation, NetPolicy, Runtime, RuntimeConfig};
 
 /// Calls host functions with bad arguments and answers with one byte per result.
 const BAD_ARGUMENTS: &str = r#"(module
@@ -43,37 +43,73 @@ const BAD_ARGUMENTS: &str = r#"(module
     (i32.store8 (i32.const 107) (call $fd_write (i32.const 1) (i32.const 48) (i32.const 1) (i32.const 0)))
     (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))))"#;
 
-#[tokio::test]
-async fn bad_guest_pointers_get_errnos_not_panics() {
-    let rt = Runtime::new(&RuntimeConfig {
+fn runtime(compile: Compile) -> Runtime {
+    Runtime::new(&RuntimeConfig {
         cache_dir: None,
         max_instances: 2,
         max_memory_bytes: 16 << 20,
+        compile,
+        ..RuntimeConfig::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+fn invocation(name: &str) -> Invocation {
+    Invocation {
+        function: name.into(),
+        args: vec![name.into()],
+        env: Vec::new(),
+        stdin: Default::default(),
+        memory_bytes: 16 << 20,
+        timeout: Duration::from_secs(10),
+        max_sockets: 64,
+        max_pooled_sessions: 4,
+        stdout_cap: 1 << 10,
+        net: Arc::new(NetPolicy::default()),
+    }
+}
+
+#[tokio::test]
+async fn bad_guest_pointers_get_errnos_not_panics() {
     let wasm = wat::parse_str(BAD_ARGUMENTS).unwrap();
-    let prepared = rt.prepare(&wasm).unwrap();
-    let out = prepared
-        .invoke(Invocation {
-            function: "bad".into(),
-            args: vec!["bad".into()],
-            env: Vec::new(),
-            stdin: Default::default(),
-            memory_bytes: 16 << 20,
-            timeout: Duration::from_secs(10),
-            max_sockets: 64,
-            max_pooled_sessions: 4,
-            stdout_cap: 1 << 10,
-            net: Arc::new(NetPolicy::default()),
-        })
-        .await
-        .unwrap();
     let (fault, inval) = (Errno::Fault.code() as u8, Errno::Inval.code() as u8);
-    assert_eq!(
-        out,
-        [fault, inval, fault, inval, fault, inval, 0, fault],
-        "one errno per bad call"
-    );
+    // Winch's code and Cranelift's see the same host.
+    for compile in [Compile::Baseline, Compile::Optimized] {
+        let prepared = runtime(compile).prepare(&wasm).unwrap();
+        let out = prepared.invoke(invocation("bad")).await.unwrap();
+        assert_eq!(
+            out,
+            [fault, inval, fault, inval, fault, inval, 0, fault],
+            "one errno per bad call ({compile:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tiered_code_is_swapped_for_optimized_code_in_place() {
+    let wasm = wat::parse_str(BAD_ARGUMENTS).unwrap();
+    let rt = runtime(Compile::Tiered);
+    let prepared = rt.prepare(&wasm).unwrap();
+    let first = prepared.invoke(invocation("bad")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rt.optimizing() > 0 {
+        assert!(std::time::Instant::now() < deadline, "never optimized");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rt.is_optimized(&prepared), "the same Prepared now runs Cranelift's code");
+    assert_eq!(prepared.invoke(invocation("bad")).await.unwrap(), first);
+    // Seen before: no compile, and optimized at once.
+    let again = rt.prepare(&wasm).unwrap();
+    assert_eq!(again.origin, super::Origin::Cached);
+    assert!(rt.is_optimized(&again));
+
+    let baseline = runtime(Compile::Baseline);
+    let prepared = baseline.prepare(&wasm).unwrap();
+    assert_eq!(baseline.optimizing(), 0);
+    assert!(!baseline.is_optimized(&prepared), "baseline only stays on Winch's code");
+    let optimized = runtime(Compile::Optimized);
+    let prepared = optimized.prepare(&wasm).unwrap();
+    assert!(optimized.is_optimized(&prepared), "optimized only is Cranelift's from the start");
 }
 
 /// Opens sockets until `sock_open` fails; answers with the count and the failing errno.
@@ -102,6 +138,7 @@ async fn an_instance_holds_at_most_max_sockets() {
         cache_dir: None,
         max_instances: 2,
         max_memory_bytes: 16 << 20,
+        ..RuntimeConfig::default()
     })
     .unwrap();
     let prepared = rt.prepare(&wat::parse_str(SOCKET_FLOOD).unwrap()).unwrap();

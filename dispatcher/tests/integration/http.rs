@@ -456,6 +456,12 @@ async fn compile_cache_is_used_on_restart() {
         "{}",
         first.log_text()
     );
+    // Tiered: the artifact is Cranelift's, written when the background compile is done.
+    assert!(
+        first.wait_for_log("optimized code swapped in", Duration::from_secs(30)),
+        "{}",
+        first.log_text()
+    );
     drop(first);
     let artifacts = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(artifacts, 1, "one artifact per module");

@@ -120,10 +120,27 @@ async fn text_of(resp: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn the_seed_curl_session_byte_for_byte_with_cors() {
-    let db = TestDb::create("seed");
+    seed_session("seed", &[]).await;
+}
+
+/// The same session on Winch's code only: what a replica serves in its first seconds after
+/// compiling a module it had not seen (tiered compiles).
+#[tokio::test]
+async fn the_seed_session_on_baseline_code() {
+    seed_session("winch", &["--compile", "baseline"]).await;
+}
+
+async fn seed_session(tag: &str, args: &[&str]) {
+    let db = TestDb::create(tag);
     let dir = tempfile::tempdir().unwrap();
     orders_manifests(dir.path(), &db.url_via(MARIADB), &db.url_via(MARIADB));
-    let d = Dispatcher::start(dir.path());
+    let d = Dispatcher::start_with(
+        dir.path(),
+        Options {
+            args: args.to_vec(),
+            ..Options::default()
+        },
+    );
 
     let steps: &[(&str, &str, Option<&str>, &str)] = &[
         ("GET", "/init", None, r#"{"status":true}"#),

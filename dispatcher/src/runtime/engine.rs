@@ -1,0 +1,80 @@
+//! The engines: one per compiler tier, each with its pooling allocator and its linker.
+//!
+//! Cranelift's code is what requests run on for good. Winch, wasmtime's baseline compiler,
+//! compiles a module about ten times faster into slower code: with tiering on, a module seen
+//! for the first time is served from Winch's code at once and swapped for Cranelift's when a
+//! background compile is done (see `tier`).
+
+use std::time::Duration;
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
+};
+
+use super::host::Host;
+use super::{linking, RuntimeConfig};
+
+/// How often the epoch advances; a spinning guest yields to tokio at this interval.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of each linear memory slot kept mapped between instances and reset in place.
+const KEEP_RESIDENT: usize = 4 << 20;
+
+/// One compiler's engine and the host functions defined for it.
+pub struct Tier {
+    pub engine: Engine,
+    pub linker: Linker<Host>,
+}
+
+impl Tier {
+    /// Builds the engine (pooling allocator, copy-on-write memory images, epoch
+    /// interruption) for `strategy`, and its linker. `parallel`: a compile uses every core
+    /// (else only the calling thread, as the background compiles do).
+    pub fn new(config: &RuntimeConfig, strategy: Strategy, parallel: bool) -> anyhow::Result<Tier> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .total_stacks(config.max_instances)
+            .max_memory_size(config.max_memory_bytes as usize)
+            // Reset only the pages an instance dirtied and keep them mapped, instead of
+            // unmapping and faulting them in again on the next request (Linux 6.7+;
+            // elsewhere the keep-resident sizes below still avoid most faults).
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(256 << 10);
+        let mut cfg = Config::new();
+        cfg.strategy(strategy)
+            .parallel_compilation(parallel)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine ({strategy:?}): {e}"))?;
+        let mut linker = Linker::new(&engine);
+        linking::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
+        Ok(Tier { engine, linker })
+    }
+}
+
+/// Advances the engines' epochs every [`EPOCH_TICK`]. It holds only weak handles, so it ends
+/// with the last of them.
+pub fn start_ticker(engines: &[&Engine]) -> std::io::Result<()> {
+    let weak: Vec<_> = engines.iter().map(|e| e.weak()).collect();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            let mut alive = false;
+            for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                engine.increment_epoch();
+                alive = true;
+            }
+            if !alive {
+                break;
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Tiered compilation's second half: Cranelift compiles of modules that serve from Winch's
+//! code meanwhile, one at a time on a low-priority thread of their own (the optimized engine
+//! compiles serially when tiered), each swapped in when done.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::Module;
+
+use super::cache::ModuleCache;
+use super::engine::Tier;
+use super::{link, Code};
+
+/// A module to compile again with Cranelift, and the code cell to swap.
+struct Job {
+    hash: String,
+    wasm: Vec<u8>,
+    code: Arc<Code>,
+}
+
+/// The queue of background compiles. Its thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Optimizer {
+    jobs: mpsc::Sender<Job>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Optimizer {
+    /// Starts the thread. It holds the optimized tier and the cache, not the runtime.
+    pub fn start(optimized: Arc<Tier>, cache: Option<ModuleCache>) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let count = pending.clone();
+        std::thread::Builder::new()
+            .name("optimizer".into())
+            .spawn(move || {
+                lower_priority();
+                for job in queue {
+                    optimize(&optimized, cache.as_ref(), job);
+                    count.fetch_sub(1, Ordering::SeqCst);
+                }
+            })?;
+        Ok(Optimizer { jobs, pending })
+    }
+
+    /// Queues `wasm` for Cranelift; `code` gets the result.
+    pub fn submit(&self, hash: String, wasm: Vec<u8>, code: Arc<Code>) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.jobs.send(Job { hash, wasm, code }).is_err() {
+            // Only if the thread died: the module keeps its baseline code.
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("the background compiler is gone: the module stays on baseline code");
+        }
+    }
+
+    /// Compiles queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// Nice 10 for the calling thread (on Linux a nice value is per thread), so that requests
+/// running on the other threads win every contended core. Best effort.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take and return plain integers; no memory is shared.
+    #[allow(unsafe_code)]
+    let result = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if result != 0 {
+        tracing::debug!(
+            "cannot lower the background compiler's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Compiles one module with Cranelift (storing the artifact in the cache) and swaps its code.
+/// A failure leaves the baseline code serving, and is logged.
+fn optimize(tier: &Tier, cache: Option<&ModuleCache>, job: Job) {
+    let started = Instant::now();
+    let short = &job.hash[..job.hash.len().min(12)];
+    let module = match cache {
+        Some(cache) => cache.compile(&tier.engine, &job.wasm, &job.hash),
+        None => Module::from_binary(&tier.engine, &job.wasm),
+    };
+    let linked = module
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|m| link(tier, &m).map_err(|e| e.to_string()));
+    match linked {
+        Ok(pre) => {
+            job.code.store(Arc::new(pre));
+            tracing::info!(
+                hash = short,
+                ms = started.elapsed().as_millis() as u64,
+                "optimized code swapped in"
+            );
+        }
+        Err(e) => tracing::warn!(
+            hash = short,
+            "cannot compile with Cranelift; the module keeps its baseline code: {e}"
+        ),
+    }
+}
