@@ -89,6 +89,9 @@ frontend www
 
 backend {BACKEND}
     balance roundrobin
+    # As deploy/haproxy/haproxy.cfg: a request that reached a replica is replayed only if
+    # it is a read; a POST is retried only when it was never sent.
+    http-request disable-l7-retry if !METH_GET
     option http-server-close
     option httpchk GET /_dispatcher/health
     http-check expect status 200
