@@ -322,6 +322,7 @@ async fn three_replicas_behind_haproxy_deploy_restart_lose_one_and_grow_without_
     let (post, get) = loads(&lb);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut victim = replicas[1].take().unwrap();
+    let log_at_kill = lb.log_len();
     let killed_at_db = db_now_us();
     let killed = Instant::now();
     victim.child.kill().unwrap();
@@ -356,6 +357,9 @@ async fn three_replicas_behind_haproxy_deploy_restart_lose_one_and_grow_without_
     );
     for f in &failed {
         println!("cluster: lost to the SIGKILL: {f}");
+    }
+    for l in lb.errors_since(log_at_kill) {
+        println!("cluster: haproxy after the SIGKILL: {l}");
     }
     assert!(
         failed.len() <= POSTERS + GETTERS,
