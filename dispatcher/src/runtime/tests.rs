@@ -172,3 +172,26 @@ async fn an_instance_holds_at_most_max_sockets() {
         "five sockets, then EMFILE"
     );
 }
+
+/// Spins for ever.
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+#[tokio::test]
+async fn a_spinning_guest_times_out_on_either_compiler() {
+    let wasm = wat::parse_str(SPIN).unwrap();
+    for compile in [Compile::Baseline, Compile::Optimized] {
+        let prepared = runtime(compile).prepare(&wasm).unwrap();
+        let mut inv = invocation("spin");
+        inv.timeout = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), prepared.invoke(inv)).await;
+        assert!(
+            matches!(result, Ok(Err(super::InvokeError::Timeout(_)))),
+            "{compile:?}: {:?}",
+            result.map(|r| r.map(|_| ()))
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{compile:?}");
+    }
+}
