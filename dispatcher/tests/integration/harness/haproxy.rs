@@ -169,7 +169,7 @@ backend {BACKEND}
         self.log.lock().unwrap()[from..]
             .iter()
             .filter(|l| {
-                l.contains(" \"") && l.split_whitespace().nth(9).is_some_and(|t| t != "----")
+                l.contains(" HTTP/1.") && l.split_whitespace().nth(9).is_some_and(|t| t != "----")
             })
             .cloned()
             .collect()
