@@ -88,10 +88,16 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
         replica(&db, &cache, "optimized", a)
     })?
     .ready;
-    println!("  dispatcher, empty cache, --compile optimized: {:.0} ms", ms(cranelift));
+    println!(
+        "  dispatcher, empty cache, --compile optimized: {:.0} ms",
+        ms(cranelift)
+    );
 
     let cold = print_median("dispatcher, empty cache, tiered: ready", &cold);
-    let behind = print_median("dispatcher, empty cache, tiered: all optimized", &optimized_behind);
+    let behind = print_median(
+        "dispatcher, empty cache, tiered: all optimized",
+        &optimized_behind,
+    );
     let warm = print_median("dispatcher, warm cache: ready", &warm);
     let native = print_median("native hyper echo: first 200", &native);
 
@@ -145,11 +151,31 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
         .ratio(early, late)
     };
     Ok(vec![
-        start_row(&format!("{count} functions, empty cache: ready (tiered)"), cold, true),
-        start_row(&format!("{count} functions, empty cache: all optimized behind"), behind, false),
-        start_row(&format!("{count} functions, empty cache: ready (--compile optimized)"), cranelift, false),
-        start_row(&format!("{count} functions, warm cache: ready"), warm, false),
-        rps_row("GET /orders right after a cold start", orders_early, orders_late),
+        start_row(
+            &format!("{count} functions, empty cache: ready (tiered)"),
+            cold,
+            true,
+        ),
+        start_row(
+            &format!("{count} functions, empty cache: all optimized behind"),
+            behind,
+            false,
+        ),
+        start_row(
+            &format!("{count} functions, empty cache: ready (--compile optimized)"),
+            cranelift,
+            false,
+        ),
+        start_row(
+            &format!("{count} functions, warm cache: ready"),
+            warm,
+            false,
+        ),
+        rps_row(
+            "GET /orders right after a cold start",
+            orders_early,
+            orders_late,
+        ),
         rps_row("POST /echo right after a cold start", echo_early, echo_late),
     ])
 }
@@ -231,7 +257,12 @@ impl Start {
     }
 
     fn load(&self, what: &str, path: &str, script: &Path) -> anyhow::Result<f64> {
-        let report = wrk::run(&format!("http://{}{path}", self.addr), CONNECTIONS, LOAD, script)?;
+        let report = wrk::run(
+            &format!("http://{}{path}", self.addr),
+            CONNECTIONS,
+            LOAD,
+            script,
+        )?;
         report.print_warnings();
         println!(
             "  {what}: {} req/s, p99 {:.1} ms",
@@ -271,7 +302,9 @@ struct Database {
 
 impl Database {
     fn create(name: &str) -> anyhow::Result<Database> {
-        mysql(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))?;
+        mysql(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))?;
         Ok(Database {
             name: name.to_string(),
         })
@@ -300,4 +333,3 @@ fn mysql(statements: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -59,7 +59,9 @@ pub struct Deployments {
 /// How many modules compile at once: one per core (each compile is parallel inside too, so
 /// this mostly overlaps a module's serial phases with another's).
 pub(super) fn compile_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
 }
 
 /// `${VAR}` in manifests reads this process's environment: each replica expands its own.

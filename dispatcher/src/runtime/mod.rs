@@ -220,7 +220,10 @@ impl Runtime {
 
     /// Whether `prepared` runs Cranelift's code now (not, or no longer, Winch's).
     pub fn is_optimized(&self, prepared: &Prepared) -> bool {
-        wasmtime::Engine::same(prepared.code.load().module().engine(), &self.optimized.engine)
+        wasmtime::Engine::same(
+            prepared.code.load().module().engine(),
+            &self.optimized.engine,
+        )
     }
 
     fn compile_optimized(&self, wasm: &[u8], hash: &str) -> Result<Arc<Code>, LoadError> {
@@ -230,7 +233,10 @@ impl Runtime {
             None => Module::from_binary(engine, wasm),
         }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        Ok(Arc::new(Code::from_pointee(link(&self.optimized, &module)?)))
+        Ok(Arc::new(Code::from_pointee(link(
+            &self.optimized,
+            &module,
+        )?)))
     }
 
     fn known(&self, hash: &str) -> Option<Result<Arc<Code>, LoadError>> {

@@ -96,7 +96,10 @@ async fn tiered_code_is_swapped_for_optimized_code_in_place() {
         assert!(std::time::Instant::now() < deadline, "never optimized");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(rt.is_optimized(&prepared), "the same Prepared now runs Cranelift's code");
+    assert!(
+        rt.is_optimized(&prepared),
+        "the same Prepared now runs Cranelift's code"
+    );
     assert_eq!(prepared.invoke(invocation("bad")).await.unwrap(), first);
     // Seen before: no compile, and optimized at once.
     let again = rt.prepare(&wasm).unwrap();
@@ -106,10 +109,16 @@ async fn tiered_code_is_swapped_for_optimized_code_in_place() {
     let baseline = runtime(Compile::Baseline);
     let prepared = baseline.prepare(&wasm).unwrap();
     assert_eq!(baseline.optimizing(), 0);
-    assert!(!baseline.is_optimized(&prepared), "baseline only stays on Winch's code");
+    assert!(
+        !baseline.is_optimized(&prepared),
+        "baseline only stays on Winch's code"
+    );
     let optimized = runtime(Compile::Optimized);
     let prepared = optimized.prepare(&wasm).unwrap();
-    assert!(optimized.is_optimized(&prepared), "optimized only is Cranelift's from the start");
+    assert!(
+        optimized.is_optimized(&prepared),
+        "optimized only is Cranelift's from the start"
+    );
 }
 
 /// Opens sockets until `sock_open` fails; answers with the count and the failing errno.

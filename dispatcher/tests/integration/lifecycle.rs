@@ -95,7 +95,10 @@ async fn health_says_starting_until_the_functions_are_loaded() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert!(starting > 0, "health never said `starting` while the modules compiled");
+    assert!(
+        starting > 0,
+        "health never said `starting` while the modules compiled"
+    );
     let (status, retry) = function_answer.unwrap();
     assert_eq!(status, 503, "a function route while starting");
     assert_eq!(retry.unwrap(), "1");
@@ -139,7 +142,11 @@ async fn a_new_module_serves_from_baseline_code_and_is_optimized_behind() {
         if body["optimizing"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "still optimizing: {body}\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "still optimizing: {body}\n{}",
+            d.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -167,7 +174,11 @@ async fn a_replica_with_an_empty_cache_loads_from_the_precompiled_folder() {
         .arg(precompiled.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_dir(precompiled.path()).unwrap().count(), 1);
 
     let cache = tempfile::tempdir().unwrap();
@@ -217,7 +228,11 @@ async fn sigterm_answers_draining_and_keeps_serving_for_the_drain_delay() {
         d.log_text()
     );
     let (status, body) = health(&d.url).await.unwrap();
-    assert_eq!((status, body["status"].as_str()), (503, Some("draining")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (503, Some("draining")),
+        "{body}"
+    );
     // A new connection is still served, and told to close.
     let resp = client()
         .post(d.url("/echo"))
@@ -240,7 +255,11 @@ async fn sigterm_answers_draining_and_keeps_serving_for_the_drain_delay() {
     );
     assert!(d.child.try_wait().unwrap().unwrap().success());
     assert!(
-        client().get(d.url("/_dispatcher/health")).send().await.is_err(),
+        client()
+            .get(d.url("/_dispatcher/health"))
+            .send()
+            .await
+            .is_err(),
         "nothing listens after the exit"
     );
 }
