@@ -138,15 +138,22 @@ impl Deployments {
         by: &str,
     ) -> Result<Vec<Report>, DeployError> {
         // Compile and store first, outside the lock; a few modules at a time (the start-up
-        // folder is a dozen), in the specs' order.
+        // folder is a dozen).
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
-        let compiled: Vec<_> = futures_util::stream::iter(specs)
-            .map(|(spec, source)| self.candidate(spec, source, by))
-            .buffered(compile_parallelism())
-            .collect()
-            .await;
-        for result in compiled {
+        // The largest first, so that no core idles at the end while one big module compiles.
+        let mut specs: Vec<_> = specs.into_iter().enumerate().collect();
+        specs.sort_by_key(|(_, (spec, _))| std::cmp::Reverse(spec.wasm.len()));
+        let mut compiled: Vec<_> =
+            futures_util::stream::iter(specs)
+                .map(|(i, (spec, source))| async move {
+                    (i, self.stored_candidate(spec, source, by).await)
+                })
+                .buffer_unordered(compile_parallelism())
+                .collect()
+                .await;
+        compiled.sort_by_key(|(i, _)| *i);
+        for (_, result) in compiled {
             match result {
                 Ok(c) => candidates.push(c),
                 Err(DeployError::Invalid(mut e)) => errors.append(&mut e.0),
@@ -155,12 +162,6 @@ impl Deployments {
         }
         if !errors.is_empty() {
             return Err(DeployError::Invalid(ManifestErrors(errors)));
-        }
-        for c in &mut candidates {
-            let wasm = std::mem::take(&mut c.wasm);
-            self.store
-                .put_module(&c.function.deployed.module_hash, &wasm)
-                .await?;
         }
 
         let mut synced = self.synced.lock().await;
@@ -258,6 +259,23 @@ impl Deployments {
             }
         }
         Ok(reports)
+    }
+
+    /// [`Self::candidate`], then the module's bytes stored in the catalog (content-addressed,
+    /// so a change refused later leaves no version, only bytes a later deploy may reuse),
+    /// while the other modules of the change still compile.
+    async fn stored_candidate(
+        &self,
+        spec: FunctionSpec,
+        source: String,
+        by: &str,
+    ) -> Result<Candidate, DeployError> {
+        let mut c = self.candidate(spec, source, by).await?;
+        let wasm = std::mem::take(&mut c.wasm);
+        self.store
+            .put_module(&c.function.deployed.module_hash, &wasm)
+            .await?;
+        Ok(c)
     }
 
     /// Compiles the spec's module (or finds it compiled) and builds the function; its

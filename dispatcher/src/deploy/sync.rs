@@ -73,19 +73,21 @@ impl Deployments {
             })
         };
         // What changed is loaded a few modules at a time (a fresh replica loads everything).
-        let changed: Vec<Version> = snapshot
+        let mut changed: Vec<Version> = snapshot
             .current
             .iter()
             .filter(|r| unchanged(r).is_none())
             .cloned()
             .collect();
+        // The largest first, so that no core idles at the end while one big module compiles.
+        changed.sort_by_key(|r| std::cmp::Reverse(r.module_size));
         let mut loaded: HashMap<String, Result<Arc<Function>, String>> =
             futures_util::stream::iter(changed)
                 .map(|record| async move {
                     let result = self.load(&record).await;
                     (record.name, result)
                 })
-                .buffered(compile_parallelism())
+                .buffer_unordered(compile_parallelism())
                 .collect()
                 .await;
         let mut functions = Vec::new();

@@ -187,6 +187,7 @@ impl Runtime {
         if let Some(code) = self.known(&hash) {
             return Ok(Prepared::new(code?, hash, Origin::Cached, started));
         }
+        let _busy = self.optimizer.as_ref().map(Optimizer::foreground);
         let code = match &self.baseline {
             Some(tier) => match Module::from_binary(&tier.engine, wasm) {
                 Ok(module) => {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::Module;
 
@@ -25,7 +25,22 @@ struct Job {
 pub struct Optimizer {
     jobs: mpsc::Sender<Job>,
     pending: Arc<AtomicUsize>,
+    /// Baseline compiles running now: the background waits for them (a start-up or a deploy
+    /// is waiting for those), so it never takes their cores.
+    foreground: Arc<AtomicUsize>,
 }
+
+/// Marks a baseline compile as running, until dropped.
+pub struct Foreground(Arc<AtomicUsize>);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often the background checks whether baseline compiles are done.
+const IDLE_POLL: Duration = Duration::from_millis(25);
 
 impl Optimizer {
     /// Starts the thread. It holds the optimized tier and the cache, not the runtime.
@@ -33,16 +48,30 @@ impl Optimizer {
         let (jobs, queue) = mpsc::channel::<Job>();
         let pending = Arc::new(AtomicUsize::new(0));
         let count = pending.clone();
+        let foreground = Arc::new(AtomicUsize::new(0));
+        let busy = foreground.clone();
         std::thread::Builder::new()
             .name("optimizer".into())
             .spawn(move || {
                 lower_priority();
                 for job in queue {
+                    // Idle for two polls in a row: a batch (a start-up folder) is done, not
+                    // between two of its modules.
+                    while busy.load(Ordering::SeqCst) > 0 || {
+                        std::thread::sleep(IDLE_POLL);
+                        busy.load(Ordering::SeqCst) > 0
+                    } {
+                        std::thread::sleep(IDLE_POLL);
+                    }
                     optimize(&optimized, cache.as_ref(), job);
                     count.fetch_sub(1, Ordering::SeqCst);
                 }
             })?;
-        Ok(Optimizer { jobs, pending })
+        Ok(Optimizer {
+            jobs,
+            pending,
+            foreground,
+        })
     }
 
     /// Queues `wasm` for Cranelift; `code` gets the result.
@@ -53,6 +82,12 @@ impl Optimizer {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!("the background compiler is gone: the module stays on baseline code");
         }
+    }
+
+    /// Holds the background compiles back while the guard lives.
+    pub fn foreground(&self) -> Foreground {
+        self.foreground.fetch_add(1, Ordering::SeqCst);
+        Foreground(self.foreground.clone())
     }
 
     /// Compiles queued or running.
