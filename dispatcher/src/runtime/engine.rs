@@ -5,6 +5,7 @@
 //! for the first time is served from Winch's code at once and swapped for Cranelift's when a
 //! background compile is done (see `tier`).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{
@@ -60,6 +61,45 @@ impl Tier {
         linking::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot define the WASI host: {e}"))?;
         Ok(Tier { engine, linker })
+    }
+}
+
+/// A tier built on first use, so that a replica whose modules are all in the cache never
+/// builds Winch's engine and pool (a few milliseconds of every warm start).
+pub struct LazyTier {
+    config: RuntimeConfig,
+    strategy: Strategy,
+    tier: OnceLock<Option<Arc<Tier>>>,
+}
+
+impl LazyTier {
+    pub fn new(config: &RuntimeConfig, strategy: Strategy) -> LazyTier {
+        LazyTier {
+            config: config.clone(),
+            strategy,
+            tier: OnceLock::new(),
+        }
+    }
+
+    /// The tier, built (with its epoch ticker) the first time; `None` if that failed, which
+    /// is logged once: modules are then compiled by the optimized tier alone.
+    pub fn get(&self) -> Option<&Arc<Tier>> {
+        self.tier
+            .get_or_init(|| {
+                let built = Tier::new(&self.config, self.strategy, true).and_then(|tier| {
+                    start_ticker(&[&tier.engine])?;
+                    Ok(Arc::new(tier))
+                });
+                built
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "no {:?} engine; compiling with Cranelift: {e:#}",
+                            self.strategy
+                        )
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 }
 

@@ -36,7 +36,7 @@ use wasmtime::{InstancePre, Module, Store, Strategy, UpdateDeadline};
 
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
-use engine::Tier;
+use engine::{LazyTier, Tier};
 use fd::FdTable;
 use host::{ExitCode, Host, MemoryLimiter};
 pub use net_policy::{Endpoint, NetPolicy};
@@ -123,8 +123,8 @@ type Code = ArcSwap<InstancePre<Host>>;
 pub struct Runtime {
     /// Cranelift: the code every module ends up running.
     optimized: Arc<Tier>,
-    /// Winch, unless compiles are `Optimized` only.
-    baseline: Option<Arc<Tier>>,
+    /// Winch (built on first use), unless compiles are `Optimized` only.
+    baseline: Option<Arc<LazyTier>>,
     /// The background compiles that replace baseline code, when `Tiered`.
     optimizer: Option<Optimizer>,
     /// The compile cache, if configured (optimized code only).
@@ -159,16 +159,14 @@ impl Runtime {
         let baseline = match config.compile {
             Compile::Optimized => None,
             Compile::Tiered | Compile::Baseline => {
-                Some(Arc::new(Tier::new(config, Strategy::Winch, true)?))
+                Some(Arc::new(LazyTier::new(config, Strategy::Winch)))
             }
         };
         let optimizer = match config.compile {
             Compile::Tiered => Some(Optimizer::start(optimized.clone(), cache.clone())?),
             Compile::Optimized | Compile::Baseline => None,
         };
-        let mut engines = vec![&optimized.engine];
-        engines.extend(baseline.as_ref().map(|t| &t.engine));
-        engine::start_ticker(&engines)?;
+        engine::start_ticker(&[&optimized.engine])?;
         Ok(Runtime {
             optimized,
             baseline,
@@ -188,7 +186,7 @@ impl Runtime {
             return Ok(Prepared::new(code?, hash, Origin::Cached, started));
         }
         let _busy = self.optimizer.as_ref().map(Optimizer::foreground);
-        let code = match &self.baseline {
+        let code = match self.baseline.as_ref().and_then(|b| b.get()) {
             Some(tier) => match Module::from_binary(&tier.engine, wasm) {
                 Ok(module) => {
                     let code = Arc::new(Code::from_pointee(link(tier, &module)?));
