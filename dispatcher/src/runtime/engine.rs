@@ -1,7 +1,7 @@
 //! The engines: one per compiler tier, each with its pooling allocator and its linker.
 //!
 //! Cranelift's code is what requests run on for good. Winch, wasmtime's baseline compiler,
-//! compiles a module about ten times faster into slower code: with tiering on, a module seen
+//! compiles a module about six times faster (the demo set: 3.6 s against 23 s) into slower code: with tiering on, a module seen
 //! for the first time is served from Winch's code at once and swapped for Cranelift's when a
 //! background compile is done (see `tier`).
 
