@@ -231,13 +231,7 @@ impl Start {
 
     /// Waits until nothing is optimizing; the time since spawn.
     fn wait_optimized(&mut self) -> anyhow::Result<Duration> {
-        while self.optimizing()? > 0 {
-            self.child.ensure_running()?;
-            if self.since_spawn.elapsed() > GIVE_UP {
-                anyhow::bail!("still optimizing after {GIVE_UP:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::startup::wait_optimized(&mut self.child, self.addr)?;
         Ok(self.since_spawn.elapsed())
     }
 
@@ -274,25 +268,8 @@ impl Start {
 }
 
 fn native_start(artifacts: &Artifacts) -> anyhow::Result<Duration> {
-    let addr = free_local_addr()?;
-    let started = Instant::now();
-    let mut child = ChildGuard::spawn(
-        "native_echo",
-        &mut servers::native_echo_command(artifacts, addr),
-        None,
-    )?;
-    loop {
-        if probe::post(addr, servers::ECHO_PATH, b"ping", REQUEST_TIMEOUT)
-            .is_ok_and(|r| r.status == 200)
-        {
-            return Ok(started.elapsed());
-        }
-        child.ensure_running()?;
-        if started.elapsed() > GIVE_UP {
-            anyhow::bail!("native_echo did not answer within {GIVE_UP:?}");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let native = |addr| servers::native_echo_command(artifacts, addr);
+    Ok(super::startup::first_response("native_echo", native, None)?.0)
 }
 
 /// A database of the bench's own (catalog and orders), dropped at the end.
