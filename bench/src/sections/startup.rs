@@ -27,7 +27,7 @@ pub const SECTION: Section = Section {
 const RUNS: usize = 3;
 const POLL: Duration = Duration::from_millis(1);
 const GIVE_UP: Duration = Duration::from_secs(60);
-/// Cranelift behind, one module at a time at low priority: a dozen 2 MB modules take ~45 s.
+/// Cranelift behind, one module at a time on one core: a dozen 2 MB modules take under a minute.
 const OPTIMIZE_GIVE_UP: Duration = Duration::from_secs(180);
 /// DESIGN.md's yardsticks: the seed app on WasmEdge 44 ms, Spin 61 ms (native 4 ms).
 const TARGET: Duration = Duration::from_millis(44);

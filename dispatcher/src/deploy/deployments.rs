@@ -141,6 +141,7 @@ impl Deployments {
         // folder is a dozen).
         let mut errors = Vec::new();
         let mut candidates = Vec::new();
+        let hold = self.runtime.hold_background();
         // The largest first, so that no core idles at the end while one big module compiles.
         let mut specs: Vec<_> = specs.into_iter().enumerate().collect();
         specs.sort_by_key(|(_, (spec, _))| std::cmp::Reverse(spec.wasm.len()));
@@ -152,6 +153,7 @@ impl Deployments {
                 .buffer_unordered(compile_parallelism())
                 .collect()
                 .await;
+        drop(hold);
         compiled.sort_by_key(|(i, _)| *i);
         for (_, result) in compiled {
             match result {

@@ -81,6 +81,7 @@ impl Deployments {
             .collect();
         // The largest first, so that no core idles at the end while one big module compiles.
         changed.sort_by_key(|r| std::cmp::Reverse(r.module_size));
+        let hold = self.runtime.hold_background();
         let mut loaded: HashMap<String, Result<Arc<Function>, String>> =
             futures_util::stream::iter(changed)
                 .map(|record| async move {
@@ -90,6 +91,7 @@ impl Deployments {
                 .buffer_unordered(compile_parallelism())
                 .collect()
                 .await;
+        drop(hold);
         let mut functions = Vec::new();
         let mut complete = true;
         for record in &snapshot.current {

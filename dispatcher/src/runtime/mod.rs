@@ -40,6 +40,7 @@ use engine::{LazyTier, Tier};
 use fd::FdTable;
 use host::{ExitCode, Host, MemoryLimiter};
 pub use net_policy::{Endpoint, NetPolicy};
+pub use tier::Foreground;
 use tier::Optimizer;
 
 /// Largest linear memory an instance may have, in MiB: the pooling allocator's slot size.
@@ -141,8 +142,8 @@ const SEEN_MAX: usize = 256;
 impl Runtime {
     /// Builds the engines and starts the epoch ticker (and, tiered, the background compiler).
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Self> {
-        // Tiered, Cranelift only compiles behind, on one low-priority thread, so that it
-        // takes nothing from requests and start-up that they would want.
+        // Tiered, Cranelift only compiles behind, on one thread, after the baseline compiles
+        // of a start-up or a deploy, so that it takes at most one core from requests.
         let parallel = config.compile != Compile::Tiered;
         let optimized = Arc::new(Tier::new(config, Strategy::Cranelift, parallel)?);
         let cache = match (&config.cache_dir, &config.precompiled_dir) {
@@ -210,6 +211,13 @@ impl Runtime {
         let started = Instant::now();
         let code = self.known(hash)?;
         Some(code.map(|c| Prepared::new(c, hash.to_string(), Origin::Cached, started)))
+    }
+
+    /// Holds background (Cranelift) compiles back until dropped: a deploy or a start-up
+    /// holds it over all of its compiles, so that the gaps between them (storing a module,
+    /// say) do not let a multi-second background compile start in the middle.
+    pub fn hold_background(&self) -> Option<Foreground> {
+        self.optimizer.as_ref().map(Optimizer::foreground)
     }
 
     /// Background compiles queued or running (0 without tiering).

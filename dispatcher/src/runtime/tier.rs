@@ -1,6 +1,10 @@
 //! Tiered compilation's second half: Cranelift compiles of modules that serve from Winch's
-//! code meanwhile, one at a time on a low-priority thread of their own (the optimized engine
-//! compiles serially when tiered), each swapped in when done.
+//! code meanwhile, one at a time on a thread of their own (the optimized engine compiles
+//! serially when tiered, so it takes at most one core), each swapped in when done.
+//!
+//! The thread runs at normal priority: at nice 10 it was starved under load while it held
+//! (or queued for) wasmtime's locks that instantiation also takes, and requests stalled for
+//! up to 1.1 s behind it (bench section 7, p99 625 ms).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -53,7 +57,6 @@ impl Optimizer {
         std::thread::Builder::new()
             .name("optimizer".into())
             .spawn(move || {
-                lower_priority();
                 for job in queue {
                     // Idle for two polls in a row: a batch (a start-up folder) is done, not
                     // between two of its modules.
@@ -93,23 +96,6 @@ impl Optimizer {
     /// Compiles queued or running.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
-    }
-}
-
-/// Nice 10 for the calling thread (on Linux a nice value is per thread), so that requests
-/// running on the other threads win every contended core. Best effort.
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take and return plain integers; no memory is shared.
-    #[allow(unsafe_code)]
-    let result = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if result != 0 {
-        tracing::debug!(
-            "cannot lower the background compiler's priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
