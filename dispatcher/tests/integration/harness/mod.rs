@@ -62,9 +62,51 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
-/// A compile cache shared by the tests of one run, so each module compiles once.
+/// A compile cache shared by the tests of one run, so each module compiles once: filled with
+/// Cranelift's code of every function module before the first test uses it, as an image's
+/// precompiled folder is. Without that, a process killed at a test's end before its
+/// background compile is done leaves nothing behind, and every test would compile again with
+/// Winch and Cranelift behind, at the cost of the whole suite's CPU. The tests of tiering use
+/// caches of their own.
 pub fn shared_cache() -> PathBuf {
-    repo().join("target/test-dispatcher-cache")
+    static WARM: std::sync::Once = std::sync::Once::new();
+    let dir = repo().join("target/test-dispatcher-cache");
+    WARM.call_once(|| warm_cache(&dir));
+    dir
+}
+
+/// `dispatcher check` over a manifest per function module, into `cache`.
+fn warm_cache(cache: &Path) {
+    let manifests = tempfile::tempdir().unwrap();
+    let modules = repo().join("target/wasm32-wasip1/release");
+    for entry in std::fs::read_dir(&modules).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "wasm") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        manifest(
+            manifests.path(),
+            &name,
+            &format!(
+                "name = \"{name}\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/{name}\"\n",
+                path.display()
+            ),
+        );
+    }
+    let out = bare_command()
+        .arg("check")
+        .arg("--manifests")
+        .arg(manifests.path())
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cannot fill the shared compile cache: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Writes a `.wasm` made from WAT text into `dir` and returns its path.
