@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{bare_command, client, manifest, wait_until, wasm, Dispatcher, Options};
+use crate::harness::{
+    bare_command, check_into, client, manifest, wait_until, wasm, Dispatcher, Options,
+};
 
 /// A free port on 127.0.0.1 (bound and released), for a process that must be polled before
 /// it says where it listens.
@@ -166,19 +168,7 @@ async fn a_replica_with_an_empty_cache_loads_from_the_precompiled_folder() {
     let precompiled = tempfile::tempdir().unwrap();
     route_manifest(dir.path(), "echo", "echo", "/echo");
     // `check` fills the folder with Cranelift's code, as the image build does.
-    let out = bare_command()
-        .arg("check")
-        .arg("--manifests")
-        .arg(dir.path())
-        .arg("--cache-dir")
-        .arg(precompiled.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_into(dir.path(), precompiled.path());
     assert_eq!(std::fs::read_dir(precompiled.path()).unwrap().count(), 1);
 
     let cache = tempfile::tempdir().unwrap();

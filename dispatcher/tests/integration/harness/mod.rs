@@ -94,17 +94,24 @@ fn warm_cache(cache: &Path) {
             ),
         );
     }
+    check_into(manifests.path(), cache);
+}
+
+/// `dispatcher check --manifests DIR --cache-dir CACHE`, which must succeed: every module
+/// compiled with Cranelift into `cache`.
+pub fn check_into(manifests: &Path, cache: &Path) {
     let out = bare_command()
         .arg("check")
         .arg("--manifests")
-        .arg(manifests.path())
+        .arg(manifests)
         .arg("--cache-dir")
         .arg(cache)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "cannot fill the shared compile cache: {}",
+        "dispatcher check of {}: {}",
+        manifests.display(),
         String::from_utf8_lossy(&out.stderr)
     );
 }
