@@ -186,7 +186,7 @@ impl Runtime {
         if let Some(code) = self.known(&hash) {
             return Ok(Prepared::new(code?, hash, Origin::Cached, started));
         }
-        let _busy = self.optimizer.as_ref().map(Optimizer::foreground);
+        let _busy = self.hold_background();
         let code = match self.baseline.as_ref().and_then(|b| b.get()) {
             Some(tier) => match Module::from_binary(&tier.engine, wasm) {
                 Ok(module) => {
@@ -234,16 +234,8 @@ impl Runtime {
     }
 
     fn compile_optimized(&self, wasm: &[u8], hash: &str) -> Result<Arc<Code>, LoadError> {
-        let engine = &self.optimized.engine;
-        let module = match &self.cache {
-            Some(cache) => cache.compile(engine, wasm, hash),
-            None => Module::from_binary(engine, wasm),
-        }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        Ok(Arc::new(Code::from_pointee(link(
-            &self.optimized,
-            &module,
-        )?)))
+        let pre = compile_optimized(&self.optimized, self.cache.as_ref(), wasm, hash)?;
+        Ok(Arc::new(Code::from_pointee(pre)))
     }
 
     fn known(&self, hash: &str) -> Option<Result<Arc<Code>, LoadError>> {
@@ -271,6 +263,22 @@ impl Runtime {
         // The map is only ever inserted into or read; a panic elsewhere leaves it usable.
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Compiles `wasm` with Cranelift (storing the artifact in `cache`, if any) and pre-links it:
+/// a deploy with `--compile optimized` does it in the foreground, a tiered one behind.
+fn compile_optimized(
+    tier: &Tier,
+    cache: Option<&ModuleCache>,
+    wasm: &[u8],
+    hash: &str,
+) -> Result<InstancePre<Host>, LoadError> {
+    let module = match cache {
+        Some(cache) => cache.compile(&tier.engine, wasm, hash),
+        None => Module::from_binary(&tier.engine, wasm),
+    }
+    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    link(tier, &module)
 }
 
 /// Checks the module's shape and imports, and pre-links it with `tier`'s host functions.

@@ -11,11 +11,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::Module;
-
 use super::cache::ModuleCache;
 use super::engine::Tier;
-use super::{link, Code};
+use super::{compile_optimized, Code};
 
 /// A module to compile again with Cranelift, and the code cell to swap.
 struct Job {
@@ -104,13 +102,7 @@ impl Optimizer {
 fn optimize(tier: &Tier, cache: Option<&ModuleCache>, job: Job) {
     let started = Instant::now();
     let short = &job.hash[..job.hash.len().min(12)];
-    let module = match cache {
-        Some(cache) => cache.compile(&tier.engine, &job.wasm, &job.hash),
-        None => Module::from_binary(&tier.engine, &job.wasm),
-    };
-    let linked = module
-        .map_err(|e| format!("{e:#}"))
-        .and_then(|m| link(tier, &m).map_err(|e| e.to_string()));
+    let linked = compile_optimized(tier, cache, &job.wasm, &job.hash);
     match linked {
         Ok(pre) => {
             job.code.store(Arc::new(pre));
