@@ -124,6 +124,78 @@ pub struct ErrorBody {
     pub owner: Option<String>,
 }
 
+/// Who wrote a log line of a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The guest, on stderr.
+    Guest,
+    /// The platform, about the function (a failed invocation, say).
+    Platform,
+}
+
+/// One line of `GET /_dispatcher/functions/NAME/logs` (a JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+    /// The invocation that wrote it.
+    pub request_id: Option<String>,
+    pub source: LogSource,
+    /// `info`, `warn`.
+    pub level: String,
+    pub message: String,
+}
+
+/// One recent invocation, for `GET /_dispatcher/functions/NAME/invocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    /// When it arrived; RFC 3339, UTC, milliseconds.
+    pub at: String,
+    pub request_id: String,
+    /// `http`, `schedule`, `invoke`.
+    pub trigger: String,
+    /// `ok`, `timeout`, `memory_limit`, `output_limit`, `trap`, `exit`, `bad_output`,
+    /// `overloaded`.
+    pub outcome: String,
+    /// The HTTP status answered (a schedule's: the function's `Status`, 0 if it wrote none).
+    pub status: u16,
+    pub duration_us: u64,
+}
+
+/// `GET /_dispatcher/functions/NAME/stats`: this replica's counts since it started, and
+/// the last minute's rate and latency, for the dashboard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FunctionStats {
+    pub function: String,
+    /// Invocations since this replica started (the `dispatcher_invocations_total` counters).
+    pub total: u64,
+    /// Those whose outcome was not `ok`, or whose status was 5xx.
+    pub errors: u64,
+    /// By outcome.
+    pub by_outcome: std::collections::BTreeMap<String, u64>,
+    /// The last minute (of the recent invocations kept).
+    pub window_seconds: u64,
+    pub recent_count: u64,
+    pub recent_errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// One schedule, for `GET /_dispatcher/schedules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub function: String,
+    pub schedule: String,
+    pub cron: String,
+    pub timezone: String,
+    /// The next fire times, in the schedule's time zone (RFC 3339 with its offset).
+    pub next: Vec<String>,
+    /// Its recent attempts, newest first.
+    pub runs: Vec<RunRecord>,
+}
+
 /// Where a scheduled fire, or one attempt of it, stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -181,6 +253,9 @@ pub struct RunRecord {
     pub started_at: String,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// The attempt's invocation id (`REQUEST_ID` in the guest, on its log lines).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 #[cfg(test)]

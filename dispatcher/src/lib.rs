@@ -4,6 +4,7 @@
 //! - [`api`]: the admin API's request and answer types, shared by server and CLI.
 //! - [`runtime`]: the engine; a fresh, limited instance per event; the WASI host.
 //! - `manifest`: files to validated specs (routes, schedules, limits, network policy).
+//! - `telemetry`: metrics, request ids, each function's recent lines and invocations, traces.
 //! - `function`: a deployed function and the one way any trigger runs it (the CGI contract).
 //! - `dbpool`: database sessions from a host-side pool, for the guests' `mysql://` endpoints.
 //! - `store`: the platform database (catalog, schedule claims and history) or memory.
@@ -23,5 +24,6 @@ pub mod platform;
 pub mod runtime;
 mod schedule;
 mod store;
+mod telemetry;
 
 pub use platform::{run, Config, Platform};

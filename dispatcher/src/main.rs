@@ -17,14 +17,25 @@ fn main() -> std::process::ExitCode {
         .lossy(false)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::new(std::io::stderr()));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = dispatcher::cli::Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match cli.log_format {
+        // One JSON object per line: time, level, target, the fields (function, request_id,
+        // ...) and the message, flattened for log shippers.
+        dispatcher::cli::LogFormat::Json => log
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        dispatcher::cli::LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let result = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(dispatcher::cli::run(cli)),
         Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),

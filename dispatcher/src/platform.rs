@@ -23,6 +23,7 @@ use crate::http::{self, AdminToken, AppState};
 use crate::runtime::{Compile, Runtime, RuntimeConfig};
 use crate::schedule::{self, SchedulerConfig};
 use crate::store::Store;
+use crate::telemetry::{Telemetry, Tracing};
 
 /// Everything a platform is started with. (No `Debug`: it holds the admin token.)
 #[derive(Clone, Default)]
@@ -43,6 +44,10 @@ pub struct Config {
     pub http: HttpConfig,
     /// The database session pools: backends per endpoint, waits.
     pub db_pool: PoolConfig,
+    /// Where Prometheus scrapes `/metrics`; `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Export traces over OTLP to the endpoint the `OTEL_EXPORTER_OTLP_*` variables name.
+    pub otlp: bool,
 }
 
 /// A started platform: its functions deployed, not yet serving.
@@ -50,16 +55,23 @@ pub struct Platform {
     config: Config,
     store: Arc<Store>,
     deployments: Arc<Deployments>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Platform {
     /// Builds the engine, opens the store, loads the catalog and deploys the manifests
     /// folder. A folder with any bad manifest deploys nothing and fails with every error.
     pub async fn start(config: Config) -> anyhow::Result<Platform> {
+        let tracing = match config.otlp {
+            true => Some(Tracing::otlp()?),
+            false => None,
+        };
+        let telemetry = Arc::new(Telemetry::new(tracing));
         let runtime = Runtime::new(&config.runtime)?;
         let store = Arc::new(open_store(config.db_url.as_deref()).await?);
+        let pools = Pools::new(config.db_pool, telemetry.clone());
         let deployments =
-            Deployments::start(runtime, store.clone(), Pools::new(config.db_pool)).await?;
+            Deployments::start(runtime, store.clone(), pools, telemetry.clone()).await?;
         if let Some(dir) = &config.manifests {
             deployments.deploy_folder(dir).await?;
         }
@@ -67,6 +79,7 @@ impl Platform {
             config,
             store,
             deployments,
+            telemetry,
         })
     }
 
@@ -87,6 +100,7 @@ impl Platform {
             config,
             store,
             deployments,
+            telemetry,
         } = self;
         for r in deployments.live().load().route_lines() {
             tracing::info!("route {r}");
@@ -122,20 +136,46 @@ impl Platform {
             // Every receiver may be gone already (the server stopped by itself).
             stop_tx.send_replace(true);
         });
+        if let Some(addr) = config.metrics_listen {
+            let listener = bind(addr).await.context("--metrics-listen")?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            tokio::spawn(http::serve_metrics(
+                listener,
+                telemetry.clone(),
+                stop_rx.clone(),
+            ));
+        }
         let state = Arc::new(AppState {
             deployments,
             config: config.http,
             admin,
             draining: AtomicBool::new(false),
+            shutdown: stop_rx.clone(),
+            telemetry: telemetry.clone(),
         });
         let mut stop = stop_rx;
-        http::serve(listener, state, async move {
+        let served = http::serve(listener, state, async move {
             if stop.wait_for(|s| *s).await.is_err() {
                 tracing::warn!("the shutdown signal task ended; stopping");
             }
         })
-        .await?;
-        scheduler.await.context("the scheduler task failed")?;
+        .await;
+        let scheduled = scheduler.await.context("the scheduler task failed");
+        if telemetry.tracing.is_some() {
+            // The exporter's last batch goes out on its own thread; wait for it off the runtime.
+            let t = telemetry.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || {
+                if let Some(tracing) = &t.tracing {
+                    tracing.shutdown();
+                }
+            })
+            .await
+            {
+                tracing::warn!("flushing the traces failed: {e}");
+            }
+        }
+        served?;
+        scheduled?;
         Ok(())
     }
 }
@@ -160,10 +200,12 @@ pub async fn check(manifests: &Path, runtime: &RuntimeConfig) -> anyhow::Result<
         compile: Compile::Optimized,
         ..runtime.clone()
     };
+    let telemetry = Arc::new(Telemetry::default());
     let deployments = Deployments::start(
         Runtime::new(&runtime)?,
         Arc::new(Store::memory()),
-        Pools::new(PoolConfig::default()),
+        Pools::new(PoolConfig::default(), telemetry.clone()),
+        telemetry,
     )
     .await?;
     deployments.deploy_folder(manifests).await?;

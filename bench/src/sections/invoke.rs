@@ -141,6 +141,8 @@ fn time_invocations(
     let net = Arc::new(NetPolicy::default());
     let invocation = || Invocation {
         function: function.clone(),
+        request_id: "bench".into(),
+        log: None,
         args: vec![name.clone()],
         env: env.clone(),
         stdin: stdin.clone(),

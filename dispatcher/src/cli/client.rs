@@ -7,7 +7,7 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Details, ErrorBody, Report, Summary};
+use crate::api::{Details, ErrorBody, LogLine, Report, Summary};
 
 /// Where the platform is and how to authenticate.
 pub struct Client {
@@ -155,6 +155,55 @@ impl Client {
         let query = to.map(|v| format!("?to={v}")).unwrap_or_default();
         self.call(self.request(Method::POST, &format!("/functions/{name}/rollback{query}")))
             .await
+    }
+
+    /// Streams a function's recent log lines (NDJSON) to `each`, one parsed line at a time;
+    /// with `follow`, until the server ends the stream (or the process is stopped).
+    pub async fn logs(
+        &self,
+        name: &str,
+        request: Option<&str>,
+        follow: bool,
+        mut each: impl FnMut(LogLine),
+    ) -> anyhow::Result<()> {
+        let mut query = Vec::new();
+        if let Some(r) = request {
+            query.push(format!("request={r}"));
+        }
+        if follow {
+            query.push("follow=1".into());
+        }
+        let path = format!("/functions/{name}/logs?{}", query.join("&"));
+        let mut resp = self
+            .request(Method::GET, &path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the platform at {}", self.server))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.refusal(status, &body));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .with_context(|| format!("reading the log stream of {}", self.server))?
+        {
+            pending.extend_from_slice(&chunk);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue; // a heartbeat
+                }
+                let parsed: LogLine = serde_json::from_slice(line).with_context(|| {
+                    format!("{} sent a log line this CLI does not understand", self.server)
+                })?;
+                each(parsed);
+            }
+        }
+        Ok(())
     }
 
     /// Runs a function once; returns its body, or an error line for a non-2xx answer.

@@ -17,8 +17,19 @@ use clap::{Parser, Subcommand};
     about = "Serverless functions on WebAssembly: HTTP routes to a fresh instance per request"
 )]
 pub struct Cli {
+    /// How the log is written: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[arg(long, global = true, env = "DISPATCHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The log's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +67,9 @@ enum Command {
         /// After that, seconds to wait for requests and runs in flight before closing them.
         #[arg(long, env = "DISPATCHER_DRAIN_TIMEOUT", default_value = "10", value_parser = seconds)]
         drain_timeout: std::time::Duration,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+        #[arg(long, env = "DISPATCHER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -110,6 +124,19 @@ enum Command {
         /// The query string the function sees, e.g. `id=7&verbose=1`.
         #[arg(long, short)]
         query: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a function's recent log lines on the server (its stderr and the platform's lines
+    /// about it), oldest first.
+    Logs {
+        name: String,
+        /// Only the lines of this invocation (its `X-Request-Id`).
+        #[arg(long)]
+        request: Option<String>,
+        /// Keep printing new lines as they come, until stopped.
+        #[arg(long, short)]
+        follow: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -240,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db_pool_size,
             drain_delay,
             drain_timeout,
+            metrics_listen,
             db,
         } => {
             let config = crate::platform::Config {
@@ -259,6 +287,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_backends: usize::from(db_pool_size),
                     ..crate::platform::PoolConfig::default()
                 },
+                metrics_listen,
+                otlp: crate::telemetry::Tracing::configured(),
             };
             serve::serve(config, listen).await
         }
@@ -274,6 +304,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             query,
             client,
         } => remote::invoke(&client, &name, data.as_deref(), query.as_deref()).await,
+        Command::Logs {
+            name,
+            request,
+            follow,
+            client,
+        } => remote::logs(&client, &name, request.as_deref(), follow).await,
         Command::Schedules { manifests } => history::schedules(&manifests),
         Command::Runs {
             name,

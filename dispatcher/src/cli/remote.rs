@@ -40,6 +40,48 @@ pub async fn deploy(args: &ClientArgs, manifests: &[PathBuf]) -> anyhow::Result<
     args.print(reports.as_slice(), print_reports)
 }
 
+/// Prints a function's recent log lines, `--follow`ing new ones until stopped.
+pub async fn logs(
+    args: &ClientArgs,
+    name: &str,
+    request: Option<&str>,
+    follow: bool,
+) -> anyhow::Result<()> {
+    let json = args.json;
+    let mut out = std::io::stdout();
+    let mut failed = None;
+    args.client()?
+        .logs(name, request, follow, |line| {
+            let written = if json {
+                serde_json::to_string(&line)
+                    .map_err(std::io::Error::other)
+                    .and_then(|text| writeln!(out, "{text}"))
+            } else {
+                let source = match line.source {
+                    crate::api::LogSource::Guest => "guest",
+                    crate::api::LogSource::Platform => "platform",
+                };
+                writeln!(
+                    out,
+                    "{} {} {source} {}: {}",
+                    line.at,
+                    line.request_id.as_deref().unwrap_or("-"),
+                    line.level,
+                    line.message
+                )
+            };
+            // Flushed per line, so `--follow | grep` sees lines as they come.
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                failed.get_or_insert(e);
+            }
+        })
+        .await?;
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+        None => Ok(()),
+    }
+}
+
 pub async fn list(args: &ClientArgs) -> anyhow::Result<()> {
     let functions = args.client()?.list().await?;
     args.print(functions.as_slice(), print_list)

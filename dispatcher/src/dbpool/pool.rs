@@ -11,6 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backend::{probe, Backend, BackendError, Flavor, Target};
 use super::login::ServerInfo;
+use crate::telemetry::PoolMetrics;
 
 /// Settings shared by every pool of a dispatcher.
 #[derive(Debug, Clone, Copy)]
@@ -67,11 +68,19 @@ pub struct Pool {
     /// far from the server's own ids, so a `KILL` of one fails instead of hitting another
     /// session's thread.
     next_id: AtomicU32,
+    /// Backends open and lent, waits, resets and discards.
+    metrics: PoolMetrics,
 }
 
 impl Pool {
-    pub fn new(name: String, target: Target, config: PoolConfig) -> Arc<Pool> {
+    pub fn new(
+        name: String,
+        target: Target,
+        config: PoolConfig,
+        metrics: PoolMetrics,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
+            metrics,
             name,
             target,
             permits: Arc::new(Semaphore::new(config.max_backends)),
@@ -132,7 +141,23 @@ impl Pool {
     /// Lends a backend for a session of `flavor`: an idle one, else a new one while the
     /// bound allows, else the first one back within the acquire timeout.
     pub async fn acquire(&self, flavor: &Flavor) -> Result<Lease, AcquireError> {
+        let lease = self.lend(flavor).await;
+        self.count_open();
+        if lease.is_ok() {
+            self.metrics.in_use.inc();
+        }
+        lease
+    }
+
+    /// Sets the open-backends gauge from the permits taken.
+    fn count_open(&self) {
+        let open = self.config.max_backends - self.permits.available_permits();
+        self.metrics.backends.set(open as i64);
+    }
+
+    async fn lend(&self, flavor: &Flavor) -> Result<Lease, AcquireError> {
         let deadline = Instant::now() + self.config.acquire_timeout;
+        let mut waited = false;
         loop {
             let notified = self.returned.notified();
             tokio::pin!(notified);
@@ -155,6 +180,10 @@ impl Pool {
                     _permit: permit,
                 });
             }
+            if !waited {
+                waited = true;
+                self.metrics.waits.inc();
+            }
             if tokio::time::timeout_at(deadline.into(), notified)
                 .await
                 .is_err()
@@ -170,9 +199,12 @@ impl Pool {
     /// Takes a backend back. A clean one is reset (off the guest's path) and kept; one
     /// that was not idle, or whose reset fails, is closed.
     pub fn release(self: &Arc<Self>, mut lease: Lease, clean: bool) {
+        self.metrics.in_use.dec();
         if !clean {
             tracing::debug!(target: "dbpool", pool = %self.name, backend = lease.backend.id, "a session ended mid-exchange; its backend is closed");
             drop(lease);
+            self.metrics.discards.inc();
+            self.count_open();
             self.returned.notify_one();
             return;
         }
@@ -188,14 +220,18 @@ impl Pool {
                 Ok(Ok(())) => {
                     let flavor = lease.backend.flavor.clone();
                     pool.lock_idle().entry(flavor).or_default().push(lease);
+                    pool.metrics.resets.inc();
                 }
                 Ok(Err(e)) => {
                     tracing::info!(target: "dbpool", pool = %pool.name, "a backend failed its reset and is closed: {e}");
+                    pool.metrics.discards.inc();
                 }
                 Err(_) => {
                     tracing::info!(target: "dbpool", pool = %pool.name, "a backend did not answer its reset in time and is closed");
+                    pool.metrics.discards.inc();
                 }
             }
+            pool.count_open();
             pool.returned.notify_one();
         });
     }

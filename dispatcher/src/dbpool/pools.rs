@@ -22,13 +22,16 @@ struct PoolKey {
 /// The pools, made on first use and kept for the life of the process.
 pub struct Pools {
     config: PoolConfig,
+    /// Each pool's series.
+    telemetry: Arc<crate::telemetry::Telemetry>,
     by_key: Mutex<HashMap<PoolKey, (Arc<Pool>, SocketAddr)>>,
 }
 
 impl Pools {
-    pub fn new(config: PoolConfig) -> Arc<Pools> {
+    pub fn new(config: PoolConfig, telemetry: Arc<crate::telemetry::Telemetry>) -> Arc<Pools> {
         Arc::new(Pools {
             config,
+            telemetry,
             by_key: Mutex::default(),
         })
     }
@@ -83,6 +86,7 @@ impl Pools {
                 schema: db.schema.clone(),
             },
             self.config,
+            self.telemetry.metrics.for_pool(&name),
         );
         tracing::info!(target: "dbpool", pool = %name, %addr, max = self.config.max_backends, "database session pool ready");
         tokio::spawn(accept_loop(pool.clone(), listener));

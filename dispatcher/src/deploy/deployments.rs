@@ -23,6 +23,7 @@ use crate::function::Function;
 use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
 use crate::runtime::{Origin, Runtime};
 use crate::store::{NewVersion, Store};
+use crate::telemetry::Telemetry;
 
 /// A deploy request: a manifest's text and its module.
 pub struct Upload {
@@ -49,6 +50,8 @@ pub struct Deployments {
     pub(super) pools: Arc<Pools>,
     pub(super) store: Arc<Store>,
     pub(super) live: Arc<Live>,
+    /// Deploy, compile and catalog metrics; handed to every function built here.
+    pub(super) telemetry: Arc<Telemetry>,
     /// Orders this process's changes, and holds the catalog generation `live` reflects
     /// (`None`: not reached yet, or something failed to load).
     pub(super) synced: Mutex<Option<u64>>,
@@ -95,11 +98,13 @@ impl Deployments {
         runtime: Runtime,
         store: Arc<Store>,
         pools: Arc<Pools>,
+        telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Arc<Deployments>> {
         let deployments = Arc::new(Deployments {
             runtime,
             pools,
             store,
+            telemetry,
             live: Arc::new(Live::new(Registry::default())),
             synced: Mutex::new(None),
             failing: std::sync::Mutex::default(),
@@ -110,6 +115,28 @@ impl Deployments {
 
     pub fn live(&self) -> &Arc<Live> {
         &self.live
+    }
+
+    /// Updates the metrics of what this replica serves, after `live` changed.
+    pub(super) fn published(&self, synced: Option<u64>) {
+        let m = &self.telemetry.metrics;
+        m.functions.set(self.live.peek().functions.len() as i64);
+        if let Some(generation) = synced {
+            m.applied_generation.set(generation as i64);
+            if m.catalog_generation.get() < generation as i64 {
+                m.catalog_generation.set(generation as i64);
+            }
+        }
+    }
+
+    /// Counts the changes a deploy, rollback or removal made.
+    fn counted(&self, reports: &[Report]) {
+        for r in reports {
+            let labels = crate::telemetry::ActionLabels {
+                action: r.action.as_str(),
+            };
+            self.telemetry.metrics.deploys.get_or_create(&labels).inc();
+        }
     }
 
     /// Modules still serving from baseline code while Cranelift compiles them.
@@ -208,8 +235,12 @@ impl Deployments {
             let mut deployed = d.clone();
             deployed.version = version;
             deployed.deployed_at = crate::store::text(now.naive_utc());
-            let function =
-                Function::new(c.function.spec.clone(), c.function.module.clone(), deployed);
+            let function = Function::new(
+                c.function.spec.clone(),
+                c.function.module.clone(),
+                deployed,
+                &self.telemetry,
+            );
             match base.with(function) {
                 Ok(r) => next = Some(r),
                 Err(conflict) => {
@@ -249,6 +280,7 @@ impl Deployments {
             let generation = tx.commit().await?;
             self.live.store(next);
             *synced = complete.then_some(generation);
+            self.published(*synced);
             for r in reports.iter().filter(|r| r.action == Action::Deployed) {
                 tracing::info!(
                     function = %r.name,
@@ -260,6 +292,7 @@ impl Deployments {
                 );
             }
         }
+        self.counted(&reports);
         Ok(reports)
     }
 
@@ -316,8 +349,9 @@ impl Deployments {
         let spec = self
             .with_pools(spec)
             .map_err(|e| DeployError::Store(anyhow::anyhow!("{e}")))?;
+        self.telemetry.compiled(&module);
         Ok(Candidate {
-            function: Function::new(spec, module, deployed),
+            function: Function::new(spec, module, deployed, &self.telemetry),
             wasm,
         })
     }
@@ -409,6 +443,8 @@ impl Deployments {
         let generation = tx.commit().await?;
         self.live.store(next);
         *synced = complete.then_some(generation);
+        self.published(*synced);
+        self.counted(std::slice::from_ref(&report));
         tracing::info!(function = name, version = target.version, "rolled back");
         Ok(report)
     }
@@ -430,8 +466,9 @@ impl Deployments {
         let generation = tx.commit().await?;
         self.live.store(self.live.load().without(name));
         *synced = complete.then_some(generation);
+        self.published(*synced);
         tracing::info!(function = name, version = current.version, "removed");
-        Ok(Report {
+        let report = Report {
             name: name.to_string(),
             version: current.version,
             action: Action::Removed,
@@ -439,10 +476,17 @@ impl Deployments {
             module_size: current.module_size,
             compiled: None,
             load_ms: 0,
-        })
+        };
+        self.counted(std::slice::from_ref(&report));
+        Ok(report)
     }
 
     /// Every function served now.
+    /// The recent attempts of `function`'s schedules, newest first.
+    pub async fn runs(&self, function: &str, limit: u64) -> anyhow::Result<Vec<crate::api::RunRecord>> {
+        self.store.runs(Some(function), limit).await
+    }
+
     pub fn list(&self) -> Vec<Summary> {
         self.live
             .peek()

@@ -20,6 +20,7 @@ impl Deployments {
                 self.runtime.clone(),
                 Arc::new(Store::memory()),
                 self.pools.clone(),
+                self.telemetry.clone(),
             )
             .await?;
             if let Err(e) = scratch.deploy_specs(with_source(specs), "check").await {

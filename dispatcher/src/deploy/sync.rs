@@ -23,6 +23,10 @@ impl Deployments {
     /// Catches up with changes other replicas made to the catalog.
     pub async fn sync(&self) -> anyhow::Result<()> {
         let generation = self.store.catalog_generation().await?;
+        self.telemetry
+            .metrics
+            .catalog_generation
+            .set(generation as i64);
         if *self.synced.lock().await == Some(generation) {
             return Ok(());
         }
@@ -133,6 +137,7 @@ impl Deployments {
         }
         self.live.store(registry);
         *synced = complete.then_some(snapshot.generation);
+        self.published(*synced);
         complete
     }
 
@@ -162,7 +167,8 @@ impl Deployments {
                     .map_err(|e| e.to_string())?
             }
         };
+        self.telemetry.compiled(&module);
         let spec = self.with_pools(spec)?;
-        Ok(Function::new(spec, module, record.clone()))
+        Ok(Function::new(spec, module, record.clone(), &self.telemetry))
     }
 }

@@ -31,17 +31,17 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// The variables of this event, then `manifest_env`.
-    pub fn env(&self, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
+    /// The variables of this event (`REQUEST_ID` among them), then `manifest_env`.
+    pub fn env(&self, request_id: &str, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
         match self {
-            Event::Http { request, .. } => request_env(request, manifest_env),
+            Event::Http { request, .. } => request_env(request, request_id, manifest_env),
             Event::Invoke {
                 query,
                 content_type,
                 body,
             } => event_env(
                 "invoke",
-                Vec::new(),
+                vec![("REQUEST_ID".into(), request_id.into())],
                 body.len(),
                 content_type,
                 query,
@@ -54,6 +54,7 @@ impl Event<'_> {
             } => event_env(
                 "schedule",
                 vec![
+                    ("REQUEST_ID".into(), request_id.into()),
                     ("SCHEDULE_NAME".into(), schedule.name.clone()),
                     (
                         "SCHEDULED_AT".into(),
@@ -144,7 +145,11 @@ fn event_env(
 
 /// The CGI variables for a request, followed by `manifest_env` (which wins over request
 /// variables of the same name, so a client can never override the operator's settings).
-fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
+fn request_env(
+    req: &RequestInfo<'_>,
+    request_id: &str,
+    manifest_env: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> =
         Vec::with_capacity(24 + req.headers.len() + manifest_env.len());
     let mut set = |k: &str, v: String| env.push((k.to_string(), v));
@@ -206,6 +211,7 @@ fn request_env(req: &RequestInfo<'_>, manifest_env: &[(String, String)]) -> Vec<
         ),
     );
     set("TRIGGER", "http".into());
+    set("REQUEST_ID", request_id.into());
     for (name, value) in &req.matched.params {
         set(&param_var(name), value.clone());
     }
@@ -265,12 +271,17 @@ mod tests {
             pattern: &pattern,
             matched: &matched,
         };
-        let env = request_env(&info, &[("HTTP_X_TOKEN".into(), "operator".into())]);
+        let env = request_env(
+            &info,
+            "id-1",
+            &[("HTTP_X_TOKEN".into(), "operator".into())],
+        );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("HTTP_X_TOKEN"), Some("operator"));
         assert_eq!(env.iter().filter(|(n, _)| n == "HTTP_X_TOKEN").count(), 1);
         assert_eq!(get("HTTP_ACCEPT"), Some("a, b"));
         assert_eq!(get("HTTP_PROXY"), None);
+        assert_eq!(get("REQUEST_ID"), Some("id-1"));
         assert_eq!(get("ROUTE_PARAM_ID"), Some("a b"));
         assert_eq!(get("SERVER_NAME"), Some("example.com"));
         assert_eq!(

@@ -6,14 +6,15 @@ mod cgi;
 mod event;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::api::Version;
 use crate::manifest::FunctionSpec;
-use crate::runtime::{Invocation, InvokeError, Prepared};
+use crate::runtime::{Invocation, InvokeError, Prepared, Timings};
+use crate::telemetry::{Finished, FunctionTelemetry, Report, Telemetry, Trigger};
 
 pub use cgi::{explicit_status, parse_output};
 pub use event::{Event, RequestInfo};
@@ -30,6 +31,10 @@ pub struct Function {
     pub permits: Arc<Semaphore>,
     /// The catalog's record of this version.
     pub deployed: Version,
+    /// The platform's metrics and traces.
+    pub telemetry: Arc<Telemetry>,
+    /// This function's recent lines and invocations, and its series (kept across versions).
+    pub observed: Arc<FunctionTelemetry>,
 }
 
 /// How a trigger runs its events.
@@ -53,13 +58,36 @@ pub enum RunError {
     Invoke(#[from] InvokeError),
 }
 
+impl RunError {
+    /// How metrics and logs name this failure.
+    pub fn outcome(&self) -> crate::telemetry::Outcome {
+        use crate::telemetry::Outcome;
+        match self {
+            RunError::Overloaded | RunError::Invoke(InvokeError::Capacity(_)) => Outcome::Overloaded,
+            RunError::Invoke(InvokeError::Timeout(_)) => Outcome::Timeout,
+            RunError::Invoke(InvokeError::MemoryLimit(_)) => Outcome::MemoryLimit,
+            RunError::Invoke(InvokeError::OutputLimit(_)) => Outcome::OutputLimit,
+            RunError::Invoke(InvokeError::Exit(_)) => Outcome::Exit,
+            RunError::Invoke(InvokeError::Trap(_)) => Outcome::Trap,
+        }
+    }
+}
+
 impl Function {
     /// A function ready to serve. The spec's wasm bytes are dropped: the module holds the
     /// machine code.
-    pub fn new(mut spec: FunctionSpec, module: Prepared, deployed: Version) -> Arc<Self> {
+    pub fn new(
+        mut spec: FunctionSpec,
+        module: Prepared,
+        deployed: Version,
+        telemetry: &Arc<Telemetry>,
+    ) -> Arc<Self> {
         spec.wasm = Vec::new();
+        let name: Arc<str> = spec.name.as_str().into();
         Arc::new(Function {
-            name: spec.name.as_str().into(),
+            observed: telemetry.function(&name),
+            telemetry: telemetry.clone(),
+            name,
             permits: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
             spec,
             module,
@@ -67,21 +95,41 @@ impl Function {
         })
     }
 
-    /// Runs one event in a fresh instance and returns what the function wrote to stdout.
-    pub async fn run(&self, event: Event<'_>, config: RunConfig) -> Result<Vec<u8>, RunError> {
+    /// Runs one event in a fresh instance and returns what the function wrote to stdout;
+    /// `report` gets how long its parts took. The trigger then hands the outcome to
+    /// [`Function::finished`].
+    pub async fn run(
+        &self,
+        event: Event<'_>,
+        config: RunConfig,
+        trigger: Trigger,
+        request_id: &Arc<str>,
+        report: &mut Report,
+    ) -> Result<Vec<u8>, RunError> {
+        let arrived = Instant::now();
         let permit = self.permits.clone().acquire_owned();
-        let _permit = match config.queue_timeout {
-            Some(wait) => match tokio::time::timeout(wait, permit).await {
-                Ok(Ok(p)) => p,
-                _ => return Err(RunError::Overloaded),
-            },
+        let permit = match config.queue_timeout {
+            Some(wait) => tokio::time::timeout(wait, permit)
+                .await
+                .ok()
+                .and_then(Result::ok),
             // The semaphore is never closed, so this waits for a slot.
-            None => permit.await.map_err(|_| RunError::Overloaded)?,
+            None => permit.await.ok(),
         };
-        let env = event.env(&self.spec.env);
+        report.queued = arrived.elapsed();
+        let Some(_permit) = permit else {
+            report.total = report.queued;
+            return Err(RunError::Overloaded);
+        };
+        report.admitted = true;
+        self.telemetry
+            .admitted(&self.name, &self.observed, trigger, report.queued);
+        let env = event.env(request_id, &self.spec.env);
         let stdin: Bytes = event.into_stdin();
         let invocation = Invocation {
             function: self.name.clone(),
+            request_id: request_id.clone(),
+            log: Some(self.observed.clone()),
             args: vec![self.spec.name.clone()],
             env,
             stdin,
@@ -92,7 +140,23 @@ impl Function {
             stdout_cap: config.max_output_bytes,
             net: self.spec.network.clone(),
         };
-        Ok(self.module.invoke(invocation).await?)
+        let mut timings = Timings::default();
+        let result = self.module.invoke_timed(invocation, &mut timings).await;
+        report.instantiate = timings.instantiate;
+        report.guest = timings.guest;
+        report.output_bytes = timings.output_bytes;
+        report.total = arrived.elapsed();
+        Ok(result?)
+    }
+
+    /// Counts, keeps and traces how an invocation of this function ended.
+    pub fn finished(&self, done: Finished<'_>) {
+        self.telemetry.invocation(&self.name, &self.observed, done);
+    }
+
+    /// A report to fill for an invocation arriving now.
+    pub fn report() -> Report {
+        Report::new(SystemTime::now())
     }
 
     /// `GET /items/{id}` style, or `None` without an HTTP trigger.

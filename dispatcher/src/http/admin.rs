@@ -9,6 +9,11 @@
 //! | `DELETE /_dispatcher/functions/{name}`        | remove                                 |
 //! | `POST /_dispatcher/functions/{name}/rollback` | previous version, or `?to=N`           |
 //! | `POST /_dispatcher/functions/{name}/invoke`   | run once: body on stdin, query as is   |
+//! | `GET /_dispatcher/functions/{name}/logs`      | recent lines (NDJSON); `?request=ID`, `?follow=1` |
+//! | `GET /_dispatcher/functions/{name}/invocations` | recent invocations, newest first (`?limit=N`) |
+//! | `GET /_dispatcher/functions/{name}/stats`     | counts by outcome; last minute's rate and latency |
+//! | `GET /_dispatcher/schedules`                  | each schedule's next fires and recent runs |
+//! | `GET /_dispatcher/ui/`                        | the web dashboard (its page needs no token; its calls do) |
 //!
 //! Every other call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`; without that
 //! variable the API is off (404).
@@ -23,10 +28,12 @@ use hyper::body::Incoming;
 
 use super::body::{read_body, BodyError};
 use super::response::{error_response, json, respond, Body};
-use super::state::AppState;
+use super::state::{AppState, RequestCtx};
+use super::{observe, ui};
 use crate::api::{Action, ErrorBody, Health};
 use crate::deploy::{DeployError, Upload};
-use crate::function::Event;
+use crate::function::{Event, Function};
+use crate::telemetry::{Finished, Trigger};
 
 /// The reserved prefix.
 pub const PREFIX: &str = "/_dispatcher";
@@ -59,7 +66,7 @@ pub fn is_admin_path(path: &str) -> bool {
             .is_some_and(|r| r.starts_with('/'))
 }
 
-fn err(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+pub(super) fn err(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
     error_response(status, kind, None, message)
 }
 
@@ -105,6 +112,7 @@ pub async fn handle(
     state: &AppState,
     parts: Parts,
     body: Incoming,
+    ctx: &RequestCtx,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let path = parts.uri.path().to_string();
     if path == HEALTH {
@@ -127,6 +135,9 @@ pub async fn handle(
             ),
         );
     };
+    if let Some(page) = ui::page(&path) {
+        return (None, page);
+    }
     let given = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -177,9 +188,17 @@ pub async fn handle(
             }
         }
         ["functions", name, "invoke"] if m == Method::POST => {
-            return invoke(state, name, &parts, body).await
+            return invoke(state, name, &parts, body, ctx).await
         }
         ["functions", _, "rollback" | "invoke"] => not_allowed("POST"),
+        ["functions", name, "logs"] if m == Method::GET => observe::logs(state, name, &parts),
+        ["functions", name, "invocations"] if m == Method::GET => {
+            observe::invocations(state, name, &parts)
+        }
+        ["functions", name, "stats"] if m == Method::GET => observe::stats(state, name),
+        ["functions", _, "logs" | "invocations" | "stats"] => not_allowed("GET"),
+        ["schedules"] if m == Method::GET => observe::schedules(state).await,
+        ["schedules"] => not_allowed("GET"),
         _ => err(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -196,7 +215,7 @@ fn unauthorized(message: &str) -> Response<Body> {
     resp
 }
 
-fn not_allowed(allow: &'static str) -> Response<Body> {
+pub(super) fn not_allowed(allow: &'static str) -> Response<Body> {
     let mut resp = err(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -346,6 +365,7 @@ async fn invoke(
     name: &str,
     parts: &Parts,
     body: Incoming,
+    ctx: &RequestCtx,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let Some(function) = state.deployments.live().load().functions.get(name).cloned() else {
         return (
@@ -372,6 +392,19 @@ async fn invoke(
         content_type,
         body: input,
     };
-    let result = function.run(event, state.run_config()).await;
-    (who, respond(&function, result))
+    let mut report = Function::report();
+    let result = function
+        .run(event, state.run_config(), Trigger::Invoke, &ctx.id, &mut report)
+        .await;
+    let (response, outcome, detail) = respond(&function, result);
+    function.finished(Finished {
+        trigger: Trigger::Invoke,
+        request_id: &ctx.id,
+        report: &report,
+        outcome,
+        status: response.status().as_u16(),
+        detail,
+        trace: ctx.trace.as_ref().map(|a| &a.cx),
+    });
+    (who, response)
 }

@@ -3,79 +3,95 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use std::convert::Infallible;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{Either, Full};
 use serde::Serialize;
 
 use crate::api::ErrorBody;
 use crate::function::{parse_output, Function, RunError};
 use crate::runtime::InvokeError;
+use crate::telemetry::Outcome;
 
-/// Every response body: whole, in memory.
-pub type Body = Full<Bytes>;
+/// Every response body: whole, in memory (every answer but one), or a stream of chunks (a
+/// followed log), boxed only then.
+pub type Body = Either<Full<Bytes>, BoxBody<Bytes, Infallible>>;
 
-/// Maps an invocation's outcome to a response: the one place errors become status codes.
-pub fn respond(function: &Function, result: Result<Vec<u8>, RunError>) -> Response<Body> {
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+/// Maps an invocation's result to a response, its outcome and (on failure) the detail for the
+/// log: the one place errors become status codes.
+pub fn respond(
+    function: &Function,
+    result: Result<Vec<u8>, RunError>,
+) -> (Response<Body>, Outcome, Option<String>) {
     let name = &function.name;
-    let (status, kind, message) = match result {
+    let (status, outcome, message, detail) = match result {
         Ok(output) => match parse_output(output) {
             Ok(out) => {
-                let mut resp = Response::new(Full::new(out.body));
+                let mut resp = Response::new(full(out.body));
                 *resp.status_mut() = out.status;
                 *resp.headers_mut() = out.headers;
-                return resp;
+                return (resp, Outcome::Ok, None);
             }
-            Err(e) => {
-                tracing::warn!(function = %name, "bad output: {e}");
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "bad_output",
-                    "the function's output is not a valid CGI response",
-                )
-            }
+            Err(e) => (
+                StatusCode::BAD_GATEWAY,
+                Outcome::BadOutput,
+                "the function's output is not a valid CGI response",
+                format!("bad output: {e}"),
+            ),
         },
         Err(RunError::Overloaded) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            Outcome::Overloaded,
             "too many requests in flight for this function; retry shortly",
+            "every concurrency slot stayed busy for the queue timeout".to_string(),
         ),
         Err(RunError::Invoke(e)) => {
-            tracing::warn!(function = %name, "invocation failed: {e}");
-            match e {
+            let detail = format!("invocation failed: {e}");
+            let (status, outcome, message) = match e {
                 InvokeError::Timeout(_) => (
                     StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
+                    Outcome::Timeout,
                     "the function did not finish in time",
                 ),
                 InvokeError::MemoryLimit(_) => (
                     StatusCode::BAD_GATEWAY,
-                    "memory_limit",
+                    Outcome::MemoryLimit,
                     "the function exceeded its memory limit",
                 ),
                 InvokeError::OutputLimit(_) => (
                     StatusCode::BAD_GATEWAY,
-                    "output_limit",
+                    Outcome::OutputLimit,
                     "the function wrote more output than allowed",
                 ),
                 InvokeError::Exit(_) => (
                     StatusCode::BAD_GATEWAY,
-                    "exit",
+                    Outcome::Exit,
                     "the function exited with an error",
                 ),
-                InvokeError::Trap(_) => (StatusCode::BAD_GATEWAY, "trap", "the function crashed"),
+                InvokeError::Trap(_) => {
+                    (StatusCode::BAD_GATEWAY, Outcome::Trap, "the function crashed")
+                }
                 InvokeError::Capacity(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
+                    Outcome::Overloaded,
                     "no instance could be started; retry shortly",
                 ),
-            }
+            };
+            (status, outcome, message, detail)
         }
     };
-    let mut resp = error_response(status, kind, Some(name), message);
+    let mut resp = error_response(status, outcome.as_str(), Some(name), message);
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    resp
+    (resp, outcome, Some(detail))
 }
 
 /// A small JSON error body naming the function and the kind of failure; never the details.
@@ -100,7 +116,7 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
         format!("{{\"error\":\"internal\",\"message\":\"cannot encode the answer: {e}\"}}")
             .into_bytes()
     });
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

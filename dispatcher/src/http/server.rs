@@ -18,8 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::admin;
 use super::response::Body;
-use super::state::AppState;
+use super::state::{AppState, RequestCtx};
 use super::trigger;
+use crate::telemetry::{request_id, SpanKind};
 
 /// Serves HTTP on `listener` until `shutdown` resolves; then answers health with 503
 /// `draining` while it keeps accepting for `config.drain_delay`, stops accepting, and drains
@@ -149,26 +150,50 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
-    let (function, response) = if admin::is_admin_path(parts.uri.path()) {
-        admin::handle(state, parts, body).await
-    } else {
-        trigger::handle(state, parts, body, remote, local).await
+    let ctx = RequestCtx {
+        id: request_id::from_headers(&parts.headers),
+        trace: state.telemetry.tracing.as_ref().map(|t| {
+            let attributes = vec![
+                opentelemetry::KeyValue::new("http.request.method", method.to_string()),
+                opentelemetry::KeyValue::new("url.path", path.clone()),
+            ];
+            t.start("request", SpanKind::Server, None, Some(&parts.headers), attributes)
+        }),
     };
-    let mut response = response;
+    let (function, mut response) = if admin::is_admin_path(parts.uri.path()) {
+        admin::handle(state, parts, body, &ctx).await
+    } else {
+        trigger::handle(state, parts, body, remote, local, &ctx).await
+    };
+    let headers = response.headers_mut();
     if state.draining.load(Ordering::Relaxed) {
         // Keep-alive clients (a load balancer's pool) reconnect, to another replica.
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        headers.insert(request_id::HEADER, v);
+    }
+    let status = response.status().as_u16();
     // A stable target, whatever file this is in: what `RUST_LOG=request=warn` filters.
     tracing::info!(
         target: "request",
         function = %function.as_deref().unwrap_or("-"),
+        request_id = %ctx.id,
         %method,
         %path,
-        status = response.status().as_u16(),
+        status,
         us = started.elapsed().as_micros() as u64
     );
+    if let (Some(t), Some(active)) = (&state.telemetry.tracing, ctx.trace) {
+        let mut attributes = vec![opentelemetry::KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        )];
+        if let Some(f) = &function {
+            attributes.push(opentelemetry::KeyValue::new("faas.name", f.to_string()));
+        }
+        let error = (status >= 500).then(|| format!("status {status}"));
+        t.end(active, attributes, error);
+    }
     response
 }

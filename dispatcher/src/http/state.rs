@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::token::AdminToken;
 use crate::deploy::Deployments;
+use crate::telemetry::{Active, Telemetry};
 
 /// Settings of the HTTP listener.
 #[derive(Debug, Clone)]
@@ -47,6 +48,18 @@ pub struct AppState {
     pub admin: Option<AdminToken>,
     /// Set at the shutdown signal: health answers 503 and responses close their connection.
     pub draining: AtomicBool,
+    /// Turns true at the shutdown signal: ends followed log streams.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Metrics, recent lines and invocations, traces.
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// What one request carries through the handlers.
+pub struct RequestCtx {
+    /// Its id: the client's `X-Request-Id` if sane, else a new one.
+    pub id: Arc<str>,
+    /// Its span, when traces are exported.
+    pub trace: Option<Active>,
 }
 
 impl AppState {
@@ -56,5 +69,13 @@ impl AppState {
             max_output_bytes: self.config.max_output_bytes,
             queue_timeout: Some(self.config.queue_timeout),
         }
+    }
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        tracing::trace!("the shutdown sender is gone");
     }
 }

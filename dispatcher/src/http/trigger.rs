@@ -9,19 +9,22 @@ use hyper::body::Incoming;
 
 use super::body::{read_body, BodyError};
 use super::response::{error_response, respond, Body};
-use super::state::AppState;
-use crate::function::{Event, RequestInfo};
+use super::state::{AppState, RequestCtx};
+use crate::function::{Event, Function, RequestInfo};
 use crate::manifest::Lookup;
+use crate::telemetry::{traceparent, Finished, Trigger};
 
 /// Runs the function that serves the request's route; answers 404, 405 or 413 without one.
 /// Returns the function's name for the log line.
 pub async fn handle(
     state: &AppState,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
     remote: SocketAddr,
     local: SocketAddr,
+    ctx: &RequestCtx,
 ) -> (Option<Arc<str>>, Response<Body>) {
+    let routing = ctx.trace.as_ref().map(|_| std::time::SystemTime::now());
     // This request's view of the deployed set: a deploy that lands meanwhile does not
     // change the function it runs.
     let registry = state.deployments.live().load();
@@ -47,9 +50,11 @@ pub async fn handle(
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
+            state.telemetry.unrouted("method_not_allowed");
             return (None, resp);
         }
         Lookup::NotFound => {
+            state.telemetry.unrouted("not_found");
             return (
                 None,
                 error_response(
@@ -61,6 +66,14 @@ pub async fn handle(
             )
         }
     };
+    if let (Some(t), Some(active), Some(routing)) = (&state.telemetry.tracing, &ctx.trace, routing) {
+        let attributes = vec![opentelemetry::KeyValue::new("http.route", pattern.to_string())];
+        t.child(&active.cx, "route", routing, std::time::SystemTime::now(), attributes);
+        // The guest's own calls join the trace under this request.
+        if let Some(tp) = traceparent(&active.cx).and_then(|v| HeaderValue::from_str(&v).ok()) {
+            parts.headers.insert("traceparent", tp);
+        }
+    }
     let name = Some(function.name.clone());
     let fail =
         |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
@@ -69,6 +82,7 @@ pub async fn handle(
     let body = match read_body(body, &parts.headers, max).await {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
+            state.telemetry.unrouted("body_too_large");
             let msg = format!("the request body is larger than {max} bytes");
             return (
                 name,
@@ -92,8 +106,20 @@ pub async fn handle(
         pattern,
         matched: &matched,
     };
+    let mut report = Function::report();
+    let event = Event::Http { request, body };
     let result = function
-        .run(Event::Http { request, body }, state.run_config())
+        .run(event, state.run_config(), Trigger::Http, &ctx.id, &mut report)
         .await;
-    (name, respond(function, result))
+    let (response, outcome, detail) = respond(function, result);
+    function.finished(Finished {
+        trigger: Trigger::Http,
+        request_id: &ctx.id,
+        report: &report,
+        outcome,
+        status: response.status().as_u16(),
+        detail,
+        trace: ctx.trace.as_ref().map(|a| &a.cx),
+    });
+    (name, response)
 }

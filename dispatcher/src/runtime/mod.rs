@@ -37,7 +37,8 @@ use wasmtime::{InstancePre, Module, Store, Strategy, UpdateDeadline};
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
 use engine::{LazyTier, Tier};
-use fd::FdTable;
+use fd::{FdTable, LogLines};
+pub use fd::LogSink;
 use host::{ExitCode, Host, MemoryLimiter};
 pub use net_policy::{Endpoint, NetPolicy};
 pub use tier::Foreground;
@@ -323,6 +324,10 @@ impl Prepared {
 pub struct Invocation {
     /// The function's name, for logs.
     pub function: Arc<str>,
+    /// The invocation's id, on its stderr lines.
+    pub request_id: Arc<str>,
+    /// Gets the guest's stderr lines besides the process log.
+    pub log: Option<Arc<dyn LogSink>>,
     /// `argv`, starting with the program name.
     pub args: Vec<String>,
     /// The environment, in order.
@@ -343,10 +348,30 @@ pub struct Invocation {
     pub net: Arc<NetPolicy>,
 }
 
+/// How long the parts of one invocation took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Creating the instance.
+    pub instantiate: Duration,
+    /// The guest's `_start`, until it returned or was stopped.
+    pub guest: Duration,
+    /// Bytes written to stdout.
+    pub output_bytes: usize,
+}
+
 impl Prepared {
     /// Runs the module's `_start` in a fresh instance and returns what it wrote to stdout.
     /// The instance is dropped afterwards, whatever happened.
     pub async fn invoke(&self, inv: Invocation) -> Result<Vec<u8>, InvokeError> {
+        self.invoke_timed(inv, &mut Timings::default()).await
+    }
+
+    /// [`Prepared::invoke`], recording how long its parts took in `timings`.
+    pub async fn invoke_timed(
+        &self,
+        inv: Invocation,
+        timings: &mut Timings,
+    ) -> Result<Vec<u8>, InvokeError> {
         let host = Host {
             args: inv.args.into_iter().map(String::into_bytes).collect(),
             env: inv
@@ -359,7 +384,11 @@ impl Prepared {
                     e
                 })
                 .collect(),
-            fds: FdTable::new(inv.stdin, inv.stdout_cap, inv.function.clone()),
+            fds: FdTable::new(
+                inv.stdin,
+                inv.stdout_cap,
+                LogLines::new(inv.function.clone(), inv.request_id, inv.log),
+            ),
             limiter: MemoryLimiter {
                 max_bytes: inv.memory_bytes as usize,
                 hit: false,
@@ -378,11 +407,18 @@ impl Prepared {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 
-        let result = tokio::time::timeout(inv.timeout, run(&pre, &mut store)).await;
+        let started = Instant::now();
+        let mut instantiated = None;
+        let result =
+            tokio::time::timeout(inv.timeout, run(&pre, &mut store, &mut instantiated)).await;
+        let instantiated = instantiated.unwrap_or_else(Instant::now);
+        timings.instantiate = instantiated.saturating_duration_since(started);
+        timings.guest = instantiated.elapsed();
         let host = store.data_mut();
         tracing::debug!(function = %host.function, peak_memory = host.limiter.peak, "instance done");
         let stdout = host.fds.take_stdout();
         if let Some(c) = &stdout {
+            timings.output_bytes = c.data.len();
             if c.overflowed {
                 return Err(InvokeError::OutputLimit(c.cap));
             }
@@ -408,8 +444,14 @@ impl Prepared {
     }
 }
 
-async fn run(pre: &InstancePre<Host>, store: &mut Store<Host>) -> wasmtime::Result<()> {
+/// Instantiates and runs `_start`, noting in `instantiated` when the instance was ready.
+async fn run(
+    pre: &InstancePre<Host>,
+    store: &mut Store<Host>,
+    instantiated: &mut Option<Instant>,
+) -> wasmtime::Result<()> {
     let instance = pre.instantiate_async(&mut *store).await?;
+    *instantiated = Some(Instant::now());
     let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
     start.call_async(&mut *store, ()).await
 }

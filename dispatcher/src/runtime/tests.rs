@@ -57,6 +57,8 @@ fn runtime(compile: Compile) -> Runtime {
 fn invocation(name: &str) -> Invocation {
     Invocation {
         function: name.into(),
+        request_id: "bench".into(),
+        log: None,
         args: vec![name.into()],
         env: Vec::new(),
         stdin: Default::default(),
@@ -154,6 +156,8 @@ async fn an_instance_holds_at_most_max_sockets() {
     let out = prepared
         .invoke(Invocation {
             function: "flood".into(),
+            request_id: "bench".into(),
+            log: None,
             args: vec!["flood".into()],
             env: Vec::new(),
             stdin: Default::default(),

@@ -10,6 +10,7 @@ use crate::api::FireStatus;
 use crate::function::{explicit_status, Event, Function, RunConfig, RunError};
 use crate::manifest::{backoff, Overlap, ScheduleSpec};
 use crate::store::FireKey;
+use crate::telemetry::{request_id, Finished, Outcome, SpanKind, TraceContext, Trigger};
 
 /// Extra lease time beyond the function's timeout, for the store round trips around a run.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
@@ -67,6 +68,17 @@ impl Drop for LocalRun<'_> {
     }
 }
 
+/// Counts a fire's end by outcome: `succeeded`, `failed`, `skipped`, or `lost` (another
+/// replica claimed it).
+fn count_fire(function: &Function, spec: &ScheduleSpec, outcome: &'static str) {
+    let labels = crate::telemetry::FireLabels {
+        function: crate::telemetry::Name(function.name.clone()),
+        schedule: crate::telemetry::Name(spec.name.as_str().into()),
+        outcome,
+    };
+    function.telemetry.metrics.fires.get_or_create(&labels).inc();
+}
+
 impl Job {
     pub(super) async fn run(self, shared: &Shared) {
         let spec = &self.function.spec.schedules[self.schedule];
@@ -78,7 +90,11 @@ impl Job {
             Some(t) => t,
             None => match store.claim(&key, replica, lease).await {
                 Ok(Some(id)) => (id, 1),
-                Ok(None) => return, // another replica runs it
+                Ok(None) => {
+                    // Another replica runs it.
+                    count_fire(&self.function, spec, "lost");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "cannot claim the fire: {e:#}");
                     return;
@@ -95,9 +111,23 @@ impl Job {
             if already > 0 || elsewhere {
                 tracing::info!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "skipped: the previous run is still going (overlap = \"skip\")");
                 log_err(store.finish(id, &key, FireStatus::Skipped, None).await);
+                count_fire(&self.function, spec, "skipped");
                 return;
             }
         }
+        let telemetry = &self.function.telemetry;
+        let series = crate::telemetry::ScheduleLabels {
+            function: crate::telemetry::Name(self.function.name.clone()),
+            schedule: crate::telemetry::Name(spec.name.as_str().into()),
+        };
+        let fire_span = telemetry.tracing.as_ref().map(|t| {
+            let attributes = vec![
+                opentelemetry::KeyValue::new("faas.name", key.function.clone()),
+                opentelemetry::KeyValue::new("dispatcher.schedule", key.schedule.clone()),
+                opentelemetry::KeyValue::new("faas.time", key.at.to_rfc3339()),
+            ];
+            t.start("schedule fire", SpanKind::Internal, None, None, attributes)
+        });
         let mut last_error = String::new();
         for attempt in first_attempt..=spec.retries + 1 {
             if attempt > first_attempt {
@@ -106,19 +136,43 @@ impl Job {
                 tokio::time::sleep(wait).await;
             }
             let started = Instant::now();
+            if attempt == 1 {
+                let late = (Utc::now() - self.at).to_std().unwrap_or_default();
+                telemetry.metrics.lateness.get_or_create(&series).observe(late.as_secs_f64());
+            } else {
+                telemetry.metrics.retries.get_or_create(&series).inc();
+            }
+            let request_id = request_id::new();
+            let attempt_span = match (&telemetry.tracing, &fire_span) {
+                (Some(t), Some(fire)) => {
+                    let attributes = vec![
+                        opentelemetry::KeyValue::new("dispatcher.attempt", i64::from(attempt)),
+                        opentelemetry::KeyValue::new("faas.invocation_id", request_id.to_string()),
+                    ];
+                    Some(t.start("attempt", SpanKind::Internal, Some(&fire.cx), None, attributes))
+                }
+                _ => None,
+            };
             // The claim (or the takeover, or the lease extension before a retry) already
             // covers this attempt, so the guest starts at once and its history row is written
             // alongside, not before: a slow commit must not make the run late.
             let (recorded, outcome) = tokio::join!(
-                store.start_attempt(id, &key, attempt, replica, lease),
+                store.start_attempt(id, &key, attempt, replica, lease, &request_id),
                 invoke(
                     &self.function,
                     spec,
-                    self.at,
-                    attempt,
+                    Attempt {
+                        at: self.at,
+                        attempt,
+                        request_id: &request_id,
+                        trace: attempt_span.as_ref().map(|a| &a.cx),
+                    },
                     shared.config.max_output_bytes,
                 )
             );
+            if let (Some(t), Some(span)) = (&telemetry.tracing, attempt_span) {
+                t.end(span, Vec::new(), outcome.as_ref().err().cloned());
+            }
             log_err(recorded);
             let took = started.elapsed();
             let status = if outcome.is_ok() {
@@ -141,6 +195,10 @@ impl Job {
             match outcome {
                 Ok(()) => {
                     log_err(store.finish(id, &key, FireStatus::Succeeded, None).await);
+                    count_fire(&self.function, spec, "succeeded");
+                    if let (Some(t), Some(span)) = (&telemetry.tracing, fire_span) {
+                        t.end(span, Vec::new(), None);
+                    }
                     return;
                 }
                 Err(e) => last_error = e,
@@ -151,7 +209,19 @@ impl Job {
                 .finish(id, &key, FireStatus::Failed, Some(&last_error))
                 .await,
         );
+        count_fire(&self.function, spec, "failed");
+        if let (Some(t), Some(span)) = (&telemetry.tracing, fire_span) {
+            t.end(span, Vec::new(), Some(last_error));
+        }
     }
+}
+
+/// One attempt of a fire, as the function sees it.
+struct Attempt<'a> {
+    at: DateTime<Utc>,
+    attempt: u32,
+    request_id: &'a Arc<str>,
+    trace: Option<&'a TraceContext>,
 }
 
 fn log_err(r: anyhow::Result<()>) {
@@ -164,28 +234,50 @@ fn log_err(r: anyhow::Result<()>) {
 async fn invoke(
     function: &Function,
     schedule: &ScheduleSpec,
-    at: DateTime<Utc>,
-    attempt: u32,
+    run: Attempt<'_>,
     max_output_bytes: usize,
 ) -> Result<(), String> {
     let event = Event::Schedule {
         schedule,
-        at,
-        attempt,
+        at: run.at,
+        attempt: run.attempt,
     };
     let config = RunConfig {
         max_output_bytes,
         queue_timeout: None,
     };
-    let output = match function.run(event, config).await {
-        Ok(output) => output,
-        Err(RunError::Invoke(e)) => return Err(format!("the function {e}")),
-        Err(e) => return Err(e.to_string()),
-    };
-    match explicit_status(&output) {
-        Some(status) if !(200..300).contains(&status) => {
-            Err(format!("the function answered status {status}"))
+    let mut report = Function::report();
+    let result = function
+        .run(event, config, Trigger::Schedule, run.request_id, &mut report)
+        .await;
+    let (outcome, status, error) = match &result {
+        Ok(output) => {
+            let status = explicit_status(output).unwrap_or(0);
+            let error = (status != 0 && !(200..300).contains(&status))
+                .then(|| format!("the function answered status {status}"));
+            (Outcome::Ok, status, error)
         }
-        _ => Ok(()),
+        Err(RunError::Invoke(e)) => (result_outcome(&result), 0, Some(format!("the function {e}"))),
+        Err(e) => (e.outcome(), 0, Some(e.to_string())),
+    };
+    function.finished(Finished {
+        trigger: Trigger::Schedule,
+        request_id: run.request_id,
+        report: &report,
+        outcome,
+        status,
+        detail: (outcome != Outcome::Ok).then(|| error.clone()).flatten(),
+        trace: run.trace,
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn result_outcome(result: &Result<Vec<u8>, RunError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(e) => e.outcome(),
     }
 }

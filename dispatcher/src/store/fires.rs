@@ -19,7 +19,7 @@ use crate::api::{FireStatus, RunRecord};
 pub const HISTORY_PER_SCHEDULE: u64 = 1000;
 
 /// One row of `runs`: function, schedule, fire time, attempt, status, replica, start,
-/// duration and error.
+/// duration, error and request id.
 type RunRow = (
     String,
     String,
@@ -29,6 +29,7 @@ type RunRow = (
     String,
     NaiveDateTime,
     Option<u64>,
+    Option<String>,
     Option<String>,
 );
 
@@ -138,11 +139,13 @@ impl Store {
         attempt: u32,
         replica: &str,
         lease: Duration,
+        request_id: &str,
     ) -> anyhow::Result<()> {
         match self {
             Store::Memory(m, _) => {
                 let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
                 let record = RunRecord {
+                    request_id: Some(request_id.into()),
                     function: key.function.clone(),
                     schedule: key.schedule.clone(),
                     fire_time: key.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
@@ -165,10 +168,11 @@ impl Store {
                 )
                 .await?;
                 conn.exec_drop(
-                    "INSERT INTO dispatcher_schedule_attempts (fire_id, attempt, replica, status, started_at)
-                     VALUES (?, ?, ?, 'running', NOW(6))
-                     ON DUPLICATE KEY UPDATE replica = VALUES(replica), status = 'running', started_at = NOW(6)",
-                    (id, attempt, replica),
+                    "INSERT INTO dispatcher_schedule_attempts (fire_id, attempt, replica, status, started_at, request_id)
+                     VALUES (?, ?, ?, 'running', NOW(6), ?)
+                     ON DUPLICATE KEY UPDATE replica = VALUES(replica), status = 'running', started_at = NOW(6),
+                       request_id = VALUES(request_id)",
+                    (id, attempt, replica, request_id),
                 )
                 .await?;
                 Ok(())
@@ -362,7 +366,7 @@ impl Store {
                 let rows: Vec<RunRow> = conn
                     .exec(
                         "SELECT f.function_name, f.schedule_name, f.fire_time, a.attempt, a.status, a.replica,
-                                a.started_at, a.duration_ms, a.error
+                                a.started_at, a.duration_ms, a.error, a.request_id
                          FROM dispatcher_schedule_attempts a JOIN dispatcher_schedule_fires f ON a.fire_id = f.id
                          WHERE (? IS NULL OR f.function_name = ?)
                          ORDER BY f.fire_time DESC, a.attempt DESC LIMIT ?",
@@ -382,7 +386,9 @@ impl Store {
                             started,
                             duration_ms,
                             error,
+                            request_id,
                         )| RunRecord {
+                            request_id,
                             function,
                             schedule,
                             fire_time: text(at),

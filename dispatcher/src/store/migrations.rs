@@ -91,6 +91,11 @@ const MIGRATIONS: &[(u32, &str)] = &[
         8,
         "INSERT IGNORE INTO dispatcher_catalog (id, generation) VALUES (1, 0)",
     ),
+    // Each attempt's invocation id, as its log lines carry it.
+    (
+        9,
+        "ALTER TABLE dispatcher_schedule_attempts ADD COLUMN IF NOT EXISTS request_id VARCHAR(128) NULL",
+    ),
 ];
 
 /// Applies the migrations `conn`'s database has not seen, under a lock so that replicas can

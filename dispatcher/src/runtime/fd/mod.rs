@@ -11,7 +11,6 @@
 mod socket;
 mod stdio;
 
-use std::sync::Arc;
 use std::task::Context;
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use bytes::Bytes;
 use super::abi::wasi_types::{fdflags, filetype, rights};
 use super::abi::Errno;
 pub use socket::{SockKind, SockState, Socket};
-pub use stdio::{Capture, LogLines, Stdin};
+pub use stdio::{Capture, LogLines, LogSink, Stdin};
 
 /// An open descriptor.
 #[derive(Debug)]
@@ -82,12 +81,12 @@ pub struct FdTable {
 
 impl FdTable {
     /// stdin, stdout and stderr at 0, 1 and 2.
-    pub fn new(stdin: Bytes, stdout_cap: usize, function: Arc<str>) -> Self {
+    pub fn new(stdin: Bytes, stdout_cap: usize, stderr: LogLines) -> Self {
         FdTable {
             slots: vec![
                 Some(Descriptor::Stdin(Stdin { remaining: stdin })),
                 Some(Descriptor::Stdout(Capture::new(stdout_cap))),
-                Some(Descriptor::Stderr(LogLines::new(function))),
+                Some(Descriptor::Stderr(stderr)),
             ],
         }
     }
@@ -167,7 +166,11 @@ mod tests {
     use super::*;
 
     fn table() -> FdTable {
-        FdTable::new(Bytes::from_static(b"abc"), 10, "f".into())
+        FdTable::new(
+            Bytes::from_static(b"abc"),
+            10,
+            LogLines::new("f".into(), "r".into(), None),
+        )
     }
 
     #[test]

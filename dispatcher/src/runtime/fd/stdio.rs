@@ -53,11 +53,21 @@ impl Capture {
     }
 }
 
-/// Splits a byte stream into lines and logs each one, tagged with the function's name.
+/// Where a guest's stderr lines go besides the process log (the function's recent lines).
+pub trait LogSink: Send + Sync + std::fmt::Debug {
+    fn guest_line(&self, request_id: &str, line: &str);
+}
+
+/// Splits a byte stream into lines and logs each one, tagged with the function's name and
+/// the invocation's id.
 #[derive(Debug)]
 pub struct LogLines {
     /// The function the lines come from.
     pub function: Arc<str>,
+    /// The invocation's id.
+    pub request_id: Arc<str>,
+    /// Also gets every line, if set.
+    pub sink: Option<Arc<dyn LogSink>>,
     /// A line not yet ended by `\n`.
     pending: Vec<u8>,
 }
@@ -66,9 +76,11 @@ pub struct LogLines {
 const MAX_LOG_LINE: usize = 8 * 1024;
 
 impl LogLines {
-    pub fn new(function: Arc<str>) -> Self {
+    pub fn new(function: Arc<str>, request_id: Arc<str>, sink: Option<Arc<dyn LogSink>>) -> Self {
         LogLines {
             function,
+            request_id,
+            sink,
             pending: Vec::new(),
         }
     }
@@ -95,7 +107,10 @@ impl LogLines {
         }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
-        tracing::info!(target: "guest", function = %self.function, "{line}");
+        tracing::info!(target: "guest", function = %self.function, request_id = %self.request_id, "{line}");
+        if let Some(sink) = &self.sink {
+            sink.guest_line(&self.request_id, line);
+        }
         self.pending.clear();
     }
 }
@@ -133,7 +148,7 @@ mod tests {
 
     #[test]
     fn long_log_lines_are_cut() {
-        let mut l = LogLines::new("f".into());
+        let mut l = LogLines::new("f".into(), "r".into(), None);
         l.write(&vec![b'x'; MAX_LOG_LINE + 10]);
         assert_eq!(l.pending.len(), MAX_LOG_LINE);
         l.write(b"\nnext");
