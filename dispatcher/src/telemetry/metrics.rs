@@ -10,7 +10,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{Outcome, Trigger};
@@ -106,14 +106,21 @@ pub struct PoolLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Seconds from 100 us to about 18 s, each bucket 3x the one before.
+/// Seconds from 100 us to 30 s, in 1-2.5-5 steps.
+const SECONDS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 20.0, 30.0,
+];
+
+/// Lateness of a schedule's start: 1 ms to a minute.
+const LATENESS: [f64; 12] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
 fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 3.0, 12))
+    Histogram::new(SECONDS)
 }
 
-/// Lateness of a schedule's start: 1 ms to about 20 s.
 fn lateness_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+    Histogram::new(LATENESS)
 }
 
 /// Every metric of one platform.
