@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use super::error::DeployError;
 use super::registry::{Live, Registry};
-use crate::api::{Action, Details, Report, Summary, Version};
+use crate::api::{Action, Report, Version};
 use crate::dbpool::Pools;
 use crate::function::Function;
 use crate::manifest::{self, FunctionSpec, ManifestError, ManifestErrors, WasmSource};
@@ -70,26 +70,6 @@ pub(super) fn compile_parallelism() -> usize {
 /// `${VAR}` in manifests reads this process's environment: each replica expands its own.
 pub(super) fn env_lookup(k: &str) -> Option<String> {
     std::env::var(k).ok()
-}
-
-/// One function as `list` shows it.
-fn summary(f: &Function) -> Summary {
-    Summary {
-        name: f.spec.name.clone(),
-        version: f.deployed.version,
-        route: f.route_text(),
-        schedules: f
-            .spec
-            .schedules
-            .iter()
-            .map(|s| format!("{} \"{}\" {}", s.name, s.expression, s.timezone))
-            .collect(),
-        deployed_at: f.deployed.deployed_at.clone(),
-        deployed_by: f.deployed.deployed_by.clone(),
-        source: f.deployed.source.clone(),
-        module_hash: f.deployed.module_hash.clone(),
-        module_size: f.deployed.module_size,
-    }
 }
 
 impl Deployments {
@@ -479,35 +459,5 @@ impl Deployments {
         };
         self.counted(std::slice::from_ref(&report));
         Ok(report)
-    }
-
-    /// Every function served now.
-    /// The recent attempts of `function`'s schedules, newest first.
-    pub async fn runs(&self, function: &str, limit: u64) -> anyhow::Result<Vec<crate::api::RunRecord>> {
-        self.store.runs(Some(function), limit).await
-    }
-
-    pub fn list(&self) -> Vec<Summary> {
-        self.live
-            .peek()
-            .functions
-            .values()
-            .map(|f| summary(f))
-            .collect()
-    }
-
-    /// One function with its history.
-    pub async fn show(&self, name: &str) -> Result<Details, DeployError> {
-        let history = self.store.history(name).await?;
-        if history.versions.is_empty() {
-            return Err(DeployError::NotFound(format!(
-                "no function named `{name}` was ever deployed"
-            )));
-        }
-        Ok(Details {
-            current: self.live.peek().functions.get(name).map(|f| summary(f)),
-            current_version: history.current,
-            versions: history.versions,
-        })
     }
 }

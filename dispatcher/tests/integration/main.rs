@@ -4,6 +4,7 @@
 mod harness;
 
 mod cluster;
+mod dashboard;
 mod dbpool;
 mod deploy;
 mod deploy_files;
@@ -12,5 +13,7 @@ mod k8s;
 mod layout;
 mod lifecycle;
 mod manifests;
+mod observe;
 mod orders;
 mod schedules;
+mod traces;

@@ -107,7 +107,7 @@ impl LogLines {
         }
         let line = String::from_utf8_lossy(&self.pending);
         let line = line.trim_end_matches('\r');
-        tracing::info!(target: "guest", function = %self.function, request_id = %self.request_id, "{line}");
+        tracing::info!(target: "guest", request_id = %self.request_id, function = %self.function, "{line}");
         if let Some(sink) = &self.sink {
             sink.guest_line(&self.request_id, line);
         }
