@@ -27,3 +27,8 @@ mod store;
 mod telemetry;
 
 pub use platform::{run, Config, Platform};
+
+/// For `make bench`: the mean cost of one invocation's telemetry (metrics, request id,
+/// recent-invocations ring) on one thread.
+#[doc(hidden)]
+pub use telemetry::cost_per_invocation as telemetry_cost_per_invocation;

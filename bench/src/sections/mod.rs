@@ -7,6 +7,7 @@ mod orders;
 mod replica;
 mod schedule;
 mod startup;
+mod telemetry;
 mod throughput;
 
 use crate::artifacts::Artifacts;
@@ -30,4 +31,5 @@ pub const ALL: &[Section] = &[
     schedule::SECTION,
     deploy::SECTION,
     replica::SECTION,
+    telemetry::SECTION,
 ];

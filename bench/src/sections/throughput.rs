@@ -32,10 +32,10 @@ const TARGET_RATIO: f64 = 0.5;
 /// Target: server CPU per request (DESIGN.md: Spin 230-310 us, native hyper 8-9 us).
 const TARGET_CPU_US: f64 = 30.0;
 /// One load test of one server.
-struct Measured {
-    wrk: WrkReport,
+pub(super) struct Measured {
+    pub(super) wrk: WrkReport,
     /// Server CPU (user + system, all threads) per completed request.
-    cpu_per_request: Duration,
+    pub(super) cpu_per_request: Duration,
 }
 
 fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
@@ -119,7 +119,7 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
 }
 
 /// One request through the server, to fail clearly before any load if it does not echo.
-fn check_echo(name: &str, addr: SocketAddr) -> anyhow::Result<()> {
+pub(super) fn check_echo(name: &str, addr: SocketAddr) -> anyhow::Result<()> {
     let body = b"bench sanity check";
     let reply = probe::post(addr, ECHO_PATH, body, Duration::from_secs(10))
         .with_context(|| format!("{name}: POST {ECHO_PATH} failed"))?;
@@ -134,7 +134,7 @@ fn check_echo(name: &str, addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// A warm-up run, then a measured run with the server's CPU time read around it.
-fn measure(
+pub(super) fn measure(
     server: &mut ChildGuard,
     addr: SocketAddr,
     connections: u32,
@@ -159,7 +159,7 @@ fn measure(
     })
 }
 
-fn print_run(name: &str, connections: u32, m: &Measured) {
+pub(super) fn print_run(name: &str, connections: u32, m: &Measured) {
     let w = &m.wrk;
     println!(
         "  {name} c={connections:<3} {:>9} req/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  cpu {:.1} us/req  ({} requests)",

@@ -198,7 +198,10 @@ impl Client {
                     continue; // a heartbeat
                 }
                 let parsed: LogLine = serde_json::from_slice(line).with_context(|| {
-                    format!("{} sent a log line this CLI does not understand", self.server)
+                    format!(
+                        "{} sent a log line this CLI does not understand",
+                        self.server
+                    )
                 })?;
                 each(parsed);
             }

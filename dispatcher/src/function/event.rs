@@ -32,7 +32,11 @@ pub enum Event<'a> {
 
 impl Event<'_> {
     /// The variables of this event (`REQUEST_ID` among them), then `manifest_env`.
-    pub fn env(&self, request_id: &str, manifest_env: &[(String, String)]) -> Vec<(String, String)> {
+    pub fn env(
+        &self,
+        request_id: &str,
+        manifest_env: &[(String, String)],
+    ) -> Vec<(String, String)> {
         match self {
             Event::Http { request, .. } => request_env(request, request_id, manifest_env),
             Event::Invoke {
@@ -271,11 +275,7 @@ mod tests {
             pattern: &pattern,
             matched: &matched,
         };
-        let env = request_env(
-            &info,
-            "id-1",
-            &[("HTTP_X_TOKEN".into(), "operator".into())],
-        );
+        let env = request_env(&info, "id-1", &[("HTTP_X_TOKEN".into(), "operator".into())]);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("HTTP_X_TOKEN"), Some("operator"));
         assert_eq!(env.iter().filter(|(n, _)| n == "HTTP_X_TOKEN").count(), 1);

@@ -63,7 +63,9 @@ impl RunError {
     pub fn outcome(&self) -> crate::telemetry::Outcome {
         use crate::telemetry::Outcome;
         match self {
-            RunError::Overloaded | RunError::Invoke(InvokeError::Capacity(_)) => Outcome::Overloaded,
+            RunError::Overloaded | RunError::Invoke(InvokeError::Capacity(_)) => {
+                Outcome::Overloaded
+            }
             RunError::Invoke(InvokeError::Timeout(_)) => Outcome::Timeout,
             RunError::Invoke(InvokeError::MemoryLimit(_)) => Outcome::MemoryLimit,
             RunError::Invoke(InvokeError::OutputLimit(_)) => Outcome::OutputLimit,

@@ -394,7 +394,13 @@ async fn invoke(
     };
     let mut report = Function::report();
     let result = function
-        .run(event, state.run_config(), Trigger::Invoke, &ctx.id, &mut report)
+        .run(
+            event,
+            state.run_config(),
+            Trigger::Invoke,
+            &ctx.id,
+            &mut report,
+        )
         .await;
     let (response, outcome, detail) = respond(&function, result);
     function.finished(Finished {

@@ -13,8 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::state::stopped;
 use super::response::{error_response, full, Body};
+use super::state::stopped;
 use crate::telemetry::Telemetry;
 
 /// The scrape path.

@@ -12,8 +12,8 @@ use hyper::body::Frame;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::admin::err;
-use super::state::stopped;
 use super::response::{full, json, Body};
+use super::state::stopped;
 use super::state::AppState;
 use crate::api::{LogLine, ScheduleView};
 use crate::telemetry::FunctionTelemetry;
@@ -130,7 +130,9 @@ pub fn invocations(state: &AppState, name: &str, parts: &Parts) -> Response<Body
                 return err(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    &format!("`limit={v}` is not a number: expected a count up to {MAX_INVOCATIONS}"),
+                    &format!(
+                        "`limit={v}` is not a number: expected a count up to {MAX_INVOCATIONS}"
+                    ),
                 )
             }
         },

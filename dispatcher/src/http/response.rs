@@ -74,9 +74,11 @@ pub fn respond(
                     Outcome::Exit,
                     "the function exited with an error",
                 ),
-                InvokeError::Trap(_) => {
-                    (StatusCode::BAD_GATEWAY, Outcome::Trap, "the function crashed")
-                }
+                InvokeError::Trap(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    Outcome::Trap,
+                    "the function crashed",
+                ),
                 InvokeError::Capacity(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     Outcome::Overloaded,

@@ -157,7 +157,13 @@ async fn handle(
                 opentelemetry::KeyValue::new("http.request.method", method.to_string()),
                 opentelemetry::KeyValue::new("url.path", path.clone()),
             ];
-            t.start("request", SpanKind::Server, None, Some(&parts.headers), attributes)
+            t.start(
+                "request",
+                SpanKind::Server,
+                None,
+                Some(&parts.headers),
+                attributes,
+            )
         }),
     };
     let (function, mut response) = if admin::is_admin_path(parts.uri.path()) {

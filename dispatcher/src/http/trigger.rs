@@ -63,12 +63,22 @@ pub async fn handle(
                     None,
                     &format!("no function serves {}", parts.uri.path()),
                 ),
-            )
+            );
         }
     };
-    if let (Some(t), Some(active), Some(routing)) = (&state.telemetry.tracing, &ctx.trace, routing) {
-        let attributes = vec![opentelemetry::KeyValue::new("http.route", pattern.to_string())];
-        t.child(&active.cx, "route", routing, std::time::SystemTime::now(), attributes);
+    if let (Some(t), Some(active), Some(routing)) = (&state.telemetry.tracing, &ctx.trace, routing)
+    {
+        let attributes = vec![opentelemetry::KeyValue::new(
+            "http.route",
+            pattern.to_string(),
+        )];
+        t.child(
+            &active.cx,
+            "route",
+            routing,
+            std::time::SystemTime::now(),
+            attributes,
+        );
         // The guest's own calls join the trace under this request.
         if let Some(tp) = traceparent(&active.cx).and_then(|v| HeaderValue::from_str(&v).ok()) {
             parts.headers.insert("traceparent", tp);
@@ -109,7 +119,13 @@ pub async fn handle(
     let mut report = Function::report();
     let event = Event::Http { request, body };
     let result = function
-        .run(event, state.run_config(), Trigger::Http, &ctx.id, &mut report)
+        .run(
+            event,
+            state.run_config(),
+            Trigger::Http,
+            &ctx.id,
+            &mut report,
+        )
         .await;
     let (response, outcome, detail) = respond(function, result);
     function.finished(Finished {

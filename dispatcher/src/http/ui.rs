@@ -21,8 +21,10 @@ pub fn page(path: &str) -> Option<Response<Body>> {
         "" => {
             let mut resp = Response::new(full(""));
             *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-            resp.headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_static("/_dispatcher/ui/"));
+            resp.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_static("/_dispatcher/ui/"),
+            );
             return Some(resp);
         }
         "/" | "/index.html" => (INDEX, "text/html; charset=utf-8"),
@@ -49,6 +51,9 @@ pub fn page(path: &str) -> Option<Response<Body>> {
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     Some(resp)
 }

@@ -76,7 +76,12 @@ fn count_fire(function: &Function, spec: &ScheduleSpec, outcome: &'static str) {
         schedule: crate::telemetry::Name(spec.name.as_str().into()),
         outcome,
     };
-    function.telemetry.metrics.fires.get_or_create(&labels).inc();
+    function
+        .telemetry
+        .metrics
+        .fires
+        .get_or_create(&labels)
+        .inc();
 }
 
 impl Job {
@@ -138,7 +143,11 @@ impl Job {
             let started = Instant::now();
             if attempt == 1 {
                 let late = (Utc::now() - self.at).to_std().unwrap_or_default();
-                telemetry.metrics.lateness.get_or_create(&series).observe(late.as_secs_f64());
+                telemetry
+                    .metrics
+                    .lateness
+                    .get_or_create(&series)
+                    .observe(late.as_secs_f64());
             } else {
                 telemetry.metrics.retries.get_or_create(&series).inc();
             }
@@ -149,7 +158,13 @@ impl Job {
                         opentelemetry::KeyValue::new("dispatcher.attempt", i64::from(attempt)),
                         opentelemetry::KeyValue::new("faas.invocation_id", request_id.to_string()),
                     ];
-                    Some(t.start("attempt", SpanKind::Internal, Some(&fire.cx), None, attributes))
+                    Some(t.start(
+                        "attempt",
+                        SpanKind::Internal,
+                        Some(&fire.cx),
+                        None,
+                        attributes,
+                    ))
                 }
                 _ => None,
             };
@@ -248,7 +263,13 @@ async fn invoke(
     };
     let mut report = Function::report();
     let result = function
-        .run(event, config, Trigger::Schedule, run.request_id, &mut report)
+        .run(
+            event,
+            config,
+            Trigger::Schedule,
+            run.request_id,
+            &mut report,
+        )
         .await;
     let (outcome, status, error) = match &result {
         Ok(output) => {
@@ -257,7 +278,11 @@ async fn invoke(
                 .then(|| format!("the function answered status {status}"));
             (Outcome::Ok, status, error)
         }
-        Err(RunError::Invoke(e)) => (result_outcome(&result), 0, Some(format!("the function {e}"))),
+        Err(RunError::Invoke(e)) => (
+            result_outcome(&result),
+            0,
+            Some(format!("the function {e}")),
+        ),
         Err(e) => (e.outcome(), 0, Some(e.to_string())),
     };
     function.finished(Finished {

@@ -113,7 +113,9 @@ const SECONDS: [f64; 18] = [
 ];
 
 /// Lateness of a schedule's start: 1 ms to a minute.
-const LATENESS: [f64; 12] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+const LATENESS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
 
 fn seconds_histogram() -> Histogram {
     Histogram::new(SECONDS)
@@ -187,26 +189,104 @@ impl Metrics {
     fn registered(mut self) -> Metrics {
         let r = &mut self.registry;
         let s = Unit::Seconds;
-        r.register("invocations", "Function invocations by trigger, outcome and HTTP status class", self.invocations.clone());
-        r.register_with_unit("invocation_duration", "Time from admission to output, per invocation", s.clone(), self.duration.clone());
-        r.register_with_unit("instantiate", "Time to create a fresh instance", s.clone(), self.instantiate.clone());
-        r.register("invocations_in_flight", "Invocations admitted and not yet finished", self.in_flight.clone());
-        r.register_with_unit("queue_wait", "Time an event waited for one of its function's concurrency slots", s.clone(), self.queue_wait.clone());
-        r.register_with_unit("output", "Bytes functions wrote to stdout", Unit::Bytes, self.output_bytes.clone());
+        r.register(
+            "invocations",
+            "Function invocations by trigger, outcome and HTTP status class",
+            self.invocations.clone(),
+        );
+        r.register_with_unit(
+            "invocation_duration",
+            "Time from admission to output, per invocation",
+            s.clone(),
+            self.duration.clone(),
+        );
+        r.register_with_unit(
+            "instantiate",
+            "Time to create a fresh instance",
+            s.clone(),
+            self.instantiate.clone(),
+        );
+        r.register(
+            "invocations_in_flight",
+            "Invocations admitted and not yet finished",
+            self.in_flight.clone(),
+        );
+        r.register_with_unit(
+            "queue_wait",
+            "Time an event waited for one of its function's concurrency slots",
+            s.clone(),
+            self.queue_wait.clone(),
+        );
+        r.register_with_unit(
+            "output",
+            "Bytes functions wrote to stdout",
+            Unit::Bytes,
+            self.output_bytes.clone(),
+        );
         r.register("unrouted_requests", "Requests answered without running a function (not_found, method_not_allowed, body_too_large)", self.unrouted.clone());
-        r.register("functions", "Functions deployed on this replica", self.functions.clone());
-        r.register("catalog_generation", "The newest catalog generation this replica has read", self.catalog_generation.clone());
-        r.register("catalog_applied_generation", "The catalog generation this replica serves (behind = catalog_generation - this)", self.applied_generation.clone());
+        r.register(
+            "functions",
+            "Functions deployed on this replica",
+            self.functions.clone(),
+        );
+        r.register(
+            "catalog_generation",
+            "The newest catalog generation this replica has read",
+            self.catalog_generation.clone(),
+        );
+        r.register(
+            "catalog_applied_generation",
+            "The catalog generation this replica serves (behind = catalog_generation - this)",
+            self.applied_generation.clone(),
+        );
         r.register("deploys", "Changes made through this replica, by action (deployed, unchanged, rolled_back, removed)", self.deploys.clone());
-        r.register_with_unit("compile", "Time to compile or load a module until it can serve", s.clone(), self.compile.clone());
-        r.register("schedule_fires", "Scheduled fires by outcome (succeeded, failed, skipped, lost: run by another replica)", self.fires.clone());
-        r.register_with_unit("schedule_lateness", "How long after its fire time a scheduled attempt started", s, self.lateness.clone());
-        r.register("schedule_retries", "Attempts after a fire's first", self.retries.clone());
-        r.register("db_pool_backends", "Backend connections open in a database session pool", self.pool_backends.clone());
-        r.register("db_pool_in_use", "Backend connections lent to guest sessions", self.pool_in_use.clone());
-        r.register("db_pool_waits", "Sessions that waited for a backend", self.pool_waits.clone());
-        r.register("db_pool_resets", "Backends reset and kept after a session", self.pool_resets.clone());
-        r.register("db_pool_discards", "Backends closed after a session (not idle, or the reset failed)", self.pool_discards.clone());
+        r.register_with_unit(
+            "compile",
+            "Time to compile or load a module until it can serve",
+            s.clone(),
+            self.compile.clone(),
+        );
+        r.register(
+            "schedule_fires",
+            "Scheduled fires by outcome (succeeded, failed, skipped, lost: run by another replica)",
+            self.fires.clone(),
+        );
+        r.register_with_unit(
+            "schedule_lateness",
+            "How long after its fire time a scheduled attempt started",
+            s,
+            self.lateness.clone(),
+        );
+        r.register(
+            "schedule_retries",
+            "Attempts after a fire's first",
+            self.retries.clone(),
+        );
+        r.register(
+            "db_pool_backends",
+            "Backend connections open in a database session pool",
+            self.pool_backends.clone(),
+        );
+        r.register(
+            "db_pool_in_use",
+            "Backend connections lent to guest sessions",
+            self.pool_in_use.clone(),
+        );
+        r.register(
+            "db_pool_waits",
+            "Sessions that waited for a backend",
+            self.pool_waits.clone(),
+        );
+        r.register(
+            "db_pool_resets",
+            "Backends reset and kept after a session",
+            self.pool_resets.clone(),
+        );
+        r.register(
+            "db_pool_discards",
+            "Backends closed after a session (not idle, or the reset failed)",
+            self.pool_discards.clone(),
+        );
         self
     }
 
@@ -290,7 +370,12 @@ pub struct PoolMetrics {
 pub struct PerTrigger([OnceLock<FunctionMetrics>; 3]);
 
 impl PerTrigger {
-    pub fn get(&self, metrics: &Metrics, function: &Arc<str>, trigger: Trigger) -> &FunctionMetrics {
+    pub fn get(
+        &self,
+        metrics: &Metrics,
+        function: &Arc<str>,
+        trigger: Trigger,
+    ) -> &FunctionMetrics {
         self.0[trigger as usize].get_or_init(|| metrics.for_function(function, trigger))
     }
 }

@@ -17,12 +17,12 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::KeyValue;
 
 use crate::api::{InvocationRecord, LogSource};
-pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, ScheduleLabels};
 use metrics::{secs, PerTrigger};
-pub use recent::{now_text, Recent};
-pub use trace::{traceparent, Active, Tracing};
+pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, ScheduleLabels};
 pub use opentelemetry::trace::SpanKind;
 pub use opentelemetry::Context as TraceContext;
+pub use recent::{now_text, Recent};
+pub use trace::{traceparent, Active, Tracing};
 
 /// What started an invocation.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -252,7 +252,13 @@ impl Telemetry {
     }
 
     /// Marks an invocation admitted (in flight until [`Telemetry::invocation`]).
-    pub fn admitted(&self, function: &Arc<str>, own: &FunctionTelemetry, trigger: Trigger, queued: Duration) {
+    pub fn admitted(
+        &self,
+        function: &Arc<str>,
+        own: &FunctionTelemetry,
+        trigger: Trigger,
+        queued: Duration,
+    ) {
         let s = own.series.get(&self.metrics, function, trigger);
         s.queue_wait.observe(secs(queued));
         s.in_flight.inc();
@@ -282,7 +288,8 @@ impl Telemetry {
         if let Some(detail) = &done.detail {
             tracing::warn!(function = %function, request_id = %done.request_id, trigger = done.trigger.as_str(), outcome = done.outcome.as_str(), "{detail}");
             let message = format!("{}: {detail}", done.outcome.as_str());
-            own.recent.line(LogSource::Platform, "warn", done.request_id, &message);
+            own.recent
+                .line(LogSource::Platform, "warn", done.request_id, &message);
         }
         if let (Some(t), Some(parent)) = (&self.tracing, done.trace) {
             if admitted && !r.instantiate.is_zero() {
@@ -302,4 +309,42 @@ impl Telemetry {
             }
         }
     }
+}
+
+/// What the telemetry of one HTTP invocation costs on this thread, for `make bench`: a new
+/// request id and its response header, the in-flight gauge, the histograms and counters, the
+/// recent-invocations ring; traces off. Returns the mean over `iterations`.
+pub fn cost_per_invocation(iterations: u32) -> Duration {
+    let telemetry = Telemetry::default();
+    let name: Arc<str> = "echo".into();
+    let own = telemetry.function(&name);
+    let report = Report::new(SystemTime::now());
+    let mut headers = http::HeaderMap::new();
+    let iterations = iterations.max(1);
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        let id = request_id::from_headers(&headers);
+        telemetry.admitted(&name, &own, Trigger::Http, Duration::from_micros(1));
+        telemetry.invocation(
+            &name,
+            &own,
+            Finished {
+                trigger: Trigger::Http,
+                request_id: &id,
+                report: &Report {
+                    admitted: true,
+                    ..report
+                },
+                outcome: Outcome::Ok,
+                status: 200,
+                detail: None,
+                trace: None,
+            },
+        );
+        if let Ok(v) = http::HeaderValue::from_str(&id) {
+            headers.insert(request_id::HEADER, v);
+        }
+        headers.clear();
+    }
+    started.elapsed() / iterations
 }

@@ -43,7 +43,9 @@ impl Tracing {
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .build()
-            .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {e}")
+            })?;
         let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "dispatcher".into());
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(service)

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{bare_command, client, manifest, repo, sql, unique_name, wasm, Dispatcher, Options};
+use crate::harness::{
+    bare_command, client, manifest, repo, sql, unique_name, wasm, Dispatcher, Options,
+};
 
 const TOKEN: &str = "dashboard-token";
 
@@ -16,10 +18,9 @@ fn demo_manifests(dir: &Path) {
     for entry in std::fs::read_dir(&demo).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap().replace(
-                "\"../target/",
-                &format!("\"{}/target/", repo().display()),
-            );
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("\"../target/", &format!("\"{}/target/", repo().display()));
             std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
         }
     }
@@ -45,7 +46,10 @@ async fn greeting(d: &Dispatcher) -> String {
         .json()
         .await
         .unwrap();
-    env["env"]["GREETING"].as_str().unwrap_or_default().to_string()
+    env["env"]["GREETING"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -75,11 +79,19 @@ async fn sign_in_watch_requests_and_roll_back_in_a_real_browser() {
         .args(["--server", &d.url, "--token", TOKEN])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(greeting(&d).await, "hello from v2");
 
     // The page itself is public; what it calls needs the token.
-    let page = client().get(d.url("/_dispatcher/ui/")).send().await.unwrap();
+    let page = client()
+        .get(d.url("/_dispatcher/ui/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-security-policy"]
         .to_str()

@@ -41,7 +41,10 @@ fn metrics_url(d: &Dispatcher) -> String {
         d.log_text()
     );
     let log = d.log_text();
-    let line = log.lines().find(|l| l.contains("metrics on http://")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics on http://"))
+        .unwrap();
     let at = line.find("http://").unwrap();
     line[at..].split_whitespace().next().unwrap().to_string()
 }
@@ -144,7 +147,10 @@ async fn metrics_count_every_outcome_and_the_histograms_agree() {
     assert_eq!(inv("invoke", "ok", "2xx"), 1.0);
     let http = "function=\"probe\",trigger=\"http\"";
     assert_eq!(
-        sample(&samples, &format!("dispatcher_invocation_duration_seconds_count{{{http}}}")),
+        sample(
+            &samples,
+            &format!("dispatcher_invocation_duration_seconds_count{{{http}}}")
+        ),
         15.0,
         "the histogram counts every HTTP invocation"
     );
@@ -155,20 +161,46 @@ async fn metrics_count_every_outcome_and_the_histograms_agree() {
         ),
         15.0
     );
-    let timeout_floor = sample(&samples, &format!("dispatcher_invocation_duration_seconds_sum{{{http}}}"));
-    assert!(timeout_floor >= 0.4, "the timed-out run alone took 0.4 s: {timeout_floor}");
+    let timeout_floor = sample(
+        &samples,
+        &format!("dispatcher_invocation_duration_seconds_sum{{{http}}}"),
+    );
+    assert!(
+        timeout_floor >= 0.4,
+        "the timed-out run alone took 0.4 s: {timeout_floor}"
+    );
     assert_eq!(
-        sample(&samples, &format!("dispatcher_instantiate_seconds_count{{{http}}}")),
+        sample(
+            &samples,
+            &format!("dispatcher_instantiate_seconds_count{{{http}}}")
+        ),
         15.0
     );
-    assert_eq!(sample(&samples, &format!("dispatcher_invocations_in_flight{{{http}}}")), 0.0);
-    assert!(sample(&samples, &format!("dispatcher_output_bytes_total{{{http}}}")) > 0.0);
     assert_eq!(
-        sample(&samples, "dispatcher_unrouted_requests_total{reason=\"not_found\"}"),
+        sample(
+            &samples,
+            &format!("dispatcher_invocations_in_flight{{{http}}}")
+        ),
+        0.0
+    );
+    assert!(
+        sample(
+            &samples,
+            &format!("dispatcher_output_bytes_total{{{http}}}")
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "dispatcher_unrouted_requests_total{reason=\"not_found\"}"
+        ),
         4.0
     );
     assert_eq!(sample(&samples, "dispatcher_functions{}"), 1.0);
-    assert_eq!(sample(&samples, "dispatcher_deploys_total{action=\"deployed\"}"), 1.0);
+    assert_eq!(
+        sample(&samples, "dispatcher_deploys_total{action=\"deployed\"}"),
+        1.0
+    );
     assert_eq!(
         sample(&samples, "dispatcher_catalog_generation{}"),
         sample(&samples, "dispatcher_catalog_applied_generation{}")
@@ -242,7 +274,10 @@ async fn a_request_id_goes_to_the_guest_the_response_the_log_and_the_logs_api() 
         .lines()
         .find(|l| l.contains("first line from the probe"))
         .unwrap();
-    assert!(line.contains("request_id=talk-1") && line.contains("talker"), "{line}");
+    assert!(
+        line.contains("request_id=talk-1") && line.contains("talker"),
+        "{line}"
+    );
     assert!(d.wait_for_log("request_id=talk-1", Duration::from_secs(5)));
 
     let logs = c
@@ -259,7 +294,9 @@ async fn a_request_id_goes_to_the_guest_the_response_the_log_and_the_logs_api() 
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines.iter().all(|l| l["request_id"] == "talk-1" && l["source"] == "guest"));
+    assert!(lines
+        .iter()
+        .all(|l| l["request_id"] == "talk-1" && l["source"] == "guest"));
     assert!(lines[0]["message"]
         .as_str()
         .unwrap()
@@ -302,11 +339,24 @@ async fn a_request_id_goes_to_the_guest_the_response_the_log_and_the_logs_api() 
 
     // The CLI prints one invocation's lines.
     let out = bare_command()
-        .args(["logs", "talker", "--request", "talk-1", "--server", &d.url, "--token", TOKEN])
+        .args([
+            "logs",
+            "talker",
+            "--request",
+            "talk-1",
+            "--server",
+            &d.url,
+            "--token",
+            TOKEN,
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     assert!(
         stdout.lines().all(|l| l.contains("talk-1 guest info:")),
@@ -346,7 +396,9 @@ async fn logs_follow_streams_new_lines_to_the_api_and_the_cli() {
 
     // The CLI follows too, in its own process.
     let mut cli = bare_command()
-        .args(["logs", "talker", "--follow", "--server", &d.url, "--token", TOKEN])
+        .args([
+            "logs", "talker", "--follow", "--server", &d.url, "--token", TOKEN,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -354,7 +406,10 @@ async fn logs_follow_streams_new_lines_to_the_api_and_the_cli() {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(cli_out).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(cli_out)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 return;
             }
@@ -387,12 +442,16 @@ async fn logs_follow_streams_new_lines_to_the_api_and_the_cli() {
         while let Ok(l) = rx.try_recv() {
             cli_lines.push(l);
         }
-        cli_lines.iter().any(|l| l.contains("second line from the probe"))
+        cli_lines
+            .iter()
+            .any(|l| l.contains("second line from the probe"))
     });
     let _ = cli.kill();
     let _ = cli.wait();
     assert!(found, "the CLI printed: {cli_lines:?}");
-    assert!(cli_lines.iter().any(|l| l.contains("live-1 guest info: first line")));
+    assert!(cli_lines
+        .iter()
+        .any(|l| l.contains("live-1 guest info: first line")));
 
     // Shutting down ends the stream (the drain does not wait on it).
     d.terminate();

@@ -46,49 +46,53 @@ impl Receiver {
         let kept = spans.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let kept = kept.clone();
-                let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let kept = kept.clone();
-                    async move {
-                        assert_eq!(req.uri().path(), "/v1/traces");
-                        assert_eq!(req.headers()["content-type"], "application/x-protobuf");
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let export = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                        for rs in export.resource_spans {
-                            let service = rs
-                                .resource
-                                .iter()
-                                .flat_map(|r| &r.attributes)
-                                .find(|a| a.key == "service.name")
-                                .map(|a| format!("{:?}", a.value))
-                                .unwrap_or_default();
-                            for ss in rs.scope_spans {
-                                for s in ss.spans {
-                                    kept.lock().unwrap().push(Span {
-                                        name: s.name,
-                                        trace_id: hex(&s.trace_id),
-                                        span_id: hex(&s.span_id),
-                                        parent: hex(&s.parent_span_id),
-                                        attributes: s
-                                            .attributes
-                                            .iter()
-                                            .map(|a| (a.key.clone(), format!("{:?}", a.value)))
-                                            .collect(),
-                                        service: service.clone(),
-                                    });
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let kept = kept.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let export =
+                                ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                            for rs in export.resource_spans {
+                                let service = rs
+                                    .resource
+                                    .iter()
+                                    .flat_map(|r| &r.attributes)
+                                    .find(|a| a.key == "service.name")
+                                    .map(|a| format!("{:?}", a.value))
+                                    .unwrap_or_default();
+                                for ss in rs.scope_spans {
+                                    for s in ss.spans {
+                                        kept.lock().unwrap().push(Span {
+                                            name: s.name,
+                                            trace_id: hex(&s.trace_id),
+                                            span_id: hex(&s.span_id),
+                                            parent: hex(&s.parent_span_id),
+                                            attributes: s
+                                                .attributes
+                                                .iter()
+                                                .map(|a| (a.key.clone(), format!("{:?}", a.value)))
+                                                .collect(),
+                                            service: service.clone(),
+                                        });
+                                    }
                                 }
                             }
+                            let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                            let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
+                            resp.headers_mut().insert(
+                                "content-type",
+                                http::HeaderValue::from_static("application/x-protobuf"),
+                            );
+                            Ok::<_, Infallible>(resp)
                         }
-                        let answer = ExportTraceServiceResponse::default().encode_to_vec();
-                        let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
-                        resp.headers_mut().insert(
-                            "content-type",
-                            http::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
+                    });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
@@ -144,8 +148,14 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
     let seen = env["env"]["HTTP_TRACEPARENT"].as_str().unwrap().to_string();
     let parts: Vec<&str> = seen.split('-').collect();
     assert_eq!(parts.len(), 4, "{seen}");
-    assert_eq!(parts[1], trace_id, "the guest's traceparent continues the caller's trace");
-    assert_ne!(parts[2], caller, "the guest's parent is the platform's span, not the caller's");
+    assert_eq!(
+        parts[1], trace_id,
+        "the guest's traceparent continues the caller's trace"
+    );
+    assert_ne!(
+        parts[2], caller,
+        "the guest's parent is the platform's span, not the caller's"
+    );
 
     let names = ["request", "route", "instantiate", "guest"];
     let arrived = wait_until(Duration::from_secs(15), || {
@@ -161,9 +171,19 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
         .filter(|s| s.trace_id == trace_id)
         .collect();
     let request = spans.iter().find(|s| s.name == "request").unwrap();
-    assert_eq!(request.parent, caller, "the request span continues the caller's span");
-    assert_eq!(request.span_id, parts[2], "the guest's traceparent names the request span");
-    assert!(request.service.contains("dispatcher-under-test"), "{}", request.service);
+    assert_eq!(
+        request.parent, caller,
+        "the request span continues the caller's span"
+    );
+    assert_eq!(
+        request.span_id, parts[2],
+        "the guest's traceparent names the request span"
+    );
+    assert!(
+        request.service.contains("dispatcher-under-test"),
+        "{}",
+        request.service
+    );
     let attr = |s: &Span, k: &str| {
         s.attributes
             .iter()
@@ -171,11 +191,17 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    assert!(attr(request, "http.response.status_code").contains("200"), "{request:?}");
+    assert!(
+        attr(request, "http.response.status_code").contains("200"),
+        "{request:?}"
+    );
     assert!(attr(request, "faas.name").contains("traced"), "{request:?}");
     for child in ["route", "instantiate", "guest"] {
         let s = spans.iter().find(|s| s.name == child).unwrap();
-        assert_eq!(s.parent, request.span_id, "{child} is a child of the request span");
+        assert_eq!(
+            s.parent, request.span_id,
+            "{child} is a child of the request span"
+        );
     }
     let route = spans.iter().find(|s| s.name == "route").unwrap();
     assert!(attr(route, "http.route").contains("/t"), "{route:?}");
@@ -194,7 +220,11 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
                 })
         })
     });
-    assert!(fired, "no fire -> attempt -> guest spans: {:#?}", receiver.spans());
+    assert!(
+        fired,
+        "no fire -> attempt -> guest spans: {:#?}",
+        receiver.spans()
+    );
 }
 
 #[tokio::test]
