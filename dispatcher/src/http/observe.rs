@@ -137,7 +137,8 @@ pub fn invocations(state: &AppState, name: &str, parts: &Parts) -> Response<Body
             }
         },
     };
-    json(StatusCode::OK, &own.recent.invocations(limit))
+    let records: Vec<_> = own.recent.invocations(limit).iter().map(|k| k.record()).collect();
+    json(StatusCode::OK, &records)
 }
 
 /// `GET .../stats`.

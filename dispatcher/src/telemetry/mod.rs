@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 
-use crate::api::{InvocationRecord, LogSource};
+use crate::api::LogSource;
 use metrics::{secs, PerTrigger};
 pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, ScheduleLabels};
 pub use opentelemetry::trace::SpanKind;
@@ -204,17 +204,15 @@ impl Telemetry {
                 }
             }
         }
-        let since = chrono::Utc::now() - chrono::Duration::from_std(WINDOW).unwrap_or_default();
+        let since = (chrono::Utc::now() - chrono::Duration::from_std(WINDOW).unwrap_or_default())
+            .timestamp_micros();
         let mut durations: Vec<u64> = Vec::new();
         for r in own.recent.invocations(recent::MAX_INVOCATIONS) {
-            let Ok(at) = chrono::DateTime::parse_from_rfc3339(&r.at) else {
-                continue;
-            };
-            if at < since {
+            if r.at_micros < since {
                 break; // newest first
             }
             stats.recent_count += 1;
-            if r.outcome != "ok" || r.status >= 500 {
+            if r.outcome != Outcome::Ok || r.status >= 500 {
                 stats.recent_errors += 1;
             }
             durations.push(r.duration_us);
@@ -276,12 +274,15 @@ impl Telemetry {
         s.duration.observe(secs(r.total));
         s.output_bytes.inc_by(r.output_bytes as u64);
         s.invocation(&self.metrics, done.outcome, done.status);
-        own.recent.invocation(InvocationRecord {
-            at: chrono::DateTime::<chrono::Utc>::from(r.started)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            request_id: done.request_id.to_string(),
-            trigger: done.trigger.as_str().into(),
-            outcome: done.outcome.as_str().into(),
+        let at_micros = r
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        own.recent.invocation(recent::Kept {
+            at_micros,
+            request_id: done.request_id.clone(),
+            trigger: done.trigger,
+            outcome: done.outcome,
             status: done.status,
             duration_us: r.total.as_micros() as u64,
         });

@@ -8,6 +8,36 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::api::{InvocationRecord, LogLine, LogSource};
+use super::{Outcome, Trigger};
+
+/// One invocation as kept: no text is formatted until someone asks.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// When it arrived, in microseconds since the Unix epoch.
+    pub at_micros: i64,
+    pub request_id: Arc<str>,
+    pub trigger: Trigger,
+    pub outcome: Outcome,
+    pub status: u16,
+    pub duration_us: u64,
+}
+
+impl Kept {
+    /// As the API answers it.
+    pub fn record(&self) -> InvocationRecord {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(self.at_micros)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        InvocationRecord {
+            at,
+            request_id: self.request_id.to_string(),
+            trigger: self.trigger.as_str().into(),
+            outcome: self.outcome.as_str().into(),
+            status: self.status,
+            duration_us: self.duration_us,
+        }
+    }
+}
 
 /// Most log lines kept per function.
 pub const MAX_LINES: usize = 1000;
@@ -30,7 +60,7 @@ pub struct Recent {
 struct State {
     lines: VecDeque<Arc<LogLine>>,
     line_bytes: usize,
-    invocations: VecDeque<InvocationRecord>,
+    invocations: VecDeque<Kept>,
 }
 
 impl Default for Recent {
@@ -75,7 +105,7 @@ impl Recent {
     }
 
     /// Keeps an invocation's record.
-    pub fn invocation(&self, record: InvocationRecord) {
+    pub fn invocation(&self, record: Kept) {
         let mut s = self.state();
         if s.invocations.len() == MAX_INVOCATIONS {
             s.invocations.pop_front();
@@ -94,7 +124,7 @@ impl Recent {
     }
 
     /// The kept invocations, newest first.
-    pub fn invocations(&self, limit: usize) -> Vec<InvocationRecord> {
+    pub fn invocations(&self, limit: usize) -> Vec<Kept> {
         self.state()
             .invocations
             .iter()
