@@ -47,12 +47,12 @@ pub async fn runs(name: Option<&str>, limit: u64, json: bool, db: &DbArgs) -> an
         return Ok(());
     }
     println!(
-        "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} ERROR",
-        "FUNCTION", "SCHEDULE", "FIRE TIME", "#", "STATUS", "MS", "REPLICA"
+        "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} {:<24} ERROR",
+        "FUNCTION", "SCHEDULE", "FIRE TIME", "#", "STATUS", "MS", "REPLICA", "REQUEST ID"
     );
     for r in runs {
         println!(
-            "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} {}",
+            "{:<16} {:<12} {:<27} {:>3} {:<10} {:>9}  {:<24} {:<24} {}",
             r.function,
             r.schedule,
             r.fire_time,
@@ -60,6 +60,7 @@ pub async fn runs(name: Option<&str>, limit: u64, json: bool, db: &DbArgs) -> an
             r.status.as_str(),
             r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
             r.replica,
+            r.request_id.as_deref().unwrap_or("-"),
             r.error.unwrap_or_default()
         );
     }

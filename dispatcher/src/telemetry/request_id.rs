@@ -7,10 +7,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// The request header (and response header) that carries the id.
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest id taken from a client.
 const MAX_LEN: usize = 128;
@@ -27,7 +27,7 @@ pub fn is_sane(id: &str) -> bool {
 
 /// The request's id: its `X-Request-Id` if sane, else a new one.
 pub fn from_headers(headers: &HeaderMap) -> Arc<str> {
-    match headers.get(HEADER).and_then(|v| v.to_str().ok()) {
+    match headers.get(&HEADER).and_then(|v| v.to_str().ok()) {
         Some(id) if is_sane(id) => id.into(),
         _ => new(),
     }

@@ -178,16 +178,13 @@ fn the_base_and_the_overlay_render_and_pass_the_strict_schema_check() {
             r.docs.len()
         );
         for doc in &r.docs {
+            // A scrape annotation names the port the metrics listener is on.
             let annotations = doc["metadata"]["annotations"].as_mapping();
             let pod = doc["spec"]["template"]["metadata"]["annotations"].as_mapping();
-            for (k, _) in annotations.into_iter().chain(pod).flatten() {
-                assert!(
-                    !s(k).starts_with("prometheus.io"),
-                    "{}: {} has {}, but there are no metrics to scrape yet",
-                    r.dir,
-                    id(doc),
-                    s(k)
-                );
+            for (k, v) in annotations.into_iter().chain(pod).flatten() {
+                if s(k) == "prometheus.io/port" {
+                    assert_eq!(s(v), "9090", "{}: {}", r.dir, id(doc));
+                }
             }
         }
     }
@@ -723,7 +720,7 @@ fn ports(rule: &Value) -> Vec<(u64, &str)> {
 }
 
 #[test]
-fn the_network_policy_admits_8080_and_sends_only_to_the_database_and_dns() {
+fn the_network_policy_admits_8080_and_9090_and_sends_only_to_the_database_and_dns() {
     for r in both() {
         let labels = pod_labels(r.deployment());
         let policy = r
@@ -738,14 +735,31 @@ fn the_network_policy_admits_8080_and_sends_only_to_the_database_and_dns() {
             "{what}: expected policyTypes Ingress and Egress"
         );
         let ingress = seq(&policy["spec"]["ingress"]);
+        let admitted: Vec<_> = ingress.iter().map(ports).collect();
         assert!(
-            ingress.iter().all(|rule| ports(rule) == [(8080, "TCP")]),
-            "{what}: expected ingress on TCP 8080 only, found {ingress:?}"
+            admitted
+                .iter()
+                .all(|p| p == &[(8080, "TCP")] || p == &[(9090, "TCP")]),
+            "{what}: expected ingress on TCP 8080 (HTTP) and 9090 (metrics) only, found {ingress:?}"
         );
-        assert!(
-            !ingress.is_empty(),
-            "{what}: expected an ingress rule for 8080"
-        );
+        for port in [8080, 9090] {
+            assert!(
+                admitted.iter().any(|p| p == &[(port, "TCP")]),
+                "{what}: expected an ingress rule for {port}"
+            );
+        }
+        // The pods serve their metrics where the policy and the annotations say.
+        let pod = &r.deployment()["spec"]["template"];
+        let container = &seq(&pod["spec"]["containers"])[0];
+        let env = seq(&container["env"]);
+        let metrics = env
+            .iter()
+            .find(|e| e["name"] == "DISPATCHER_METRICS_LISTEN")
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{what}: the dispatcher has no DISPATCHER_METRICS_LISTEN"));
+        assert_eq!(metrics, "0.0.0.0:9090", "{what}");
+        assert_eq!(container_port(container, &Value::from("metrics"), &what), 9090);
+        assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], "9090", "{what}");
 
         let db = r.find("StatefulSet", "mariadb");
         let (mut to_db, mut dns) = (false, Vec::new());
