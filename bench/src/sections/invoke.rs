@@ -150,6 +150,7 @@ fn time_invocations(
         timeout: Duration::from_secs(10),
         max_sockets: 64,
         max_pooled_sessions: 4,
+        sessions: None,
         stdout_cap: 32 << 20,
         net: net.clone(),
     };

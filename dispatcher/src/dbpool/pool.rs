@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::backend::{probe, Backend, BackendError, Flavor, Target};
 use super::login::ServerInfo;
-use crate::telemetry::PoolMetrics;
+use crate::telemetry::{PoolMetrics, Telemetry};
 
 /// Settings shared by every pool of a dispatcher.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +70,8 @@ pub struct Pool {
     next_id: AtomicU32,
     /// Backends open and lent, waits, resets and discards.
     metrics: PoolMetrics,
+    /// Whose sessions these are, and the traces their checkouts go into.
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl Pool {
@@ -77,10 +79,11 @@ impl Pool {
         name: String,
         target: Target,
         config: PoolConfig,
-        metrics: PoolMetrics,
+        telemetry: Arc<Telemetry>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
-            metrics,
+            metrics: telemetry.metrics.for_pool(&name),
+            telemetry,
             name,
             target,
             permits: Arc::new(Semaphore::new(config.max_backends)),

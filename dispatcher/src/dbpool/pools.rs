@@ -86,7 +86,7 @@ impl Pools {
                 schema: db.schema.clone(),
             },
             self.config,
-            self.telemetry.metrics.for_pool(&name),
+            self.telemetry.clone(),
         );
         tracing::info!(target: "dbpool", pool = %name, %addr, max = self.config.max_backends, "database session pool ready");
         tokio::spawn(accept_loop(pool.clone(), listener));

@@ -39,7 +39,7 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
     };
     let mut frames = Frames::default();
     let id = pool.next_connection_id();
-    let login = match login::accept(
+    let login = login::accept(
         &mut guest,
         &mut frames,
         &server,
@@ -47,8 +47,13 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
         &pool.target.user,
         &pool.target.password,
     )
-    .await
-    {
+    .await;
+    // Registered by the runtime before the guest's connect returned, so before any login.
+    let tag = guest
+        .peer_addr()
+        .ok()
+        .and_then(|peer| pool.telemetry.sessions.take(peer));
+    let login = match login {
         Ok(l) => l,
         Err(LoginError::Refused(why)) => {
             tracing::warn!(target: "dbpool", pool = %pool.name, "{why}");
@@ -64,7 +69,27 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
         collation: login.collation,
     };
     let seq = login.next_seq;
-    let mut lease = match pool.acquire(&flavor).await {
+    let checkout = std::time::SystemTime::now();
+    let acquired = pool.acquire(&flavor).await;
+    if let (Some(tracing), Some(cx)) = (
+        &pool.telemetry.tracing,
+        tag.as_ref().and_then(|t| t.trace.as_ref()),
+    ) {
+        let attributes = vec![
+            opentelemetry::KeyValue::new("db.system", "mariadb"),
+            opentelemetry::KeyValue::new("dispatcher.pool", pool.name.clone()),
+            opentelemetry::KeyValue::new("dispatcher.checkout_ok", acquired.is_ok()),
+        ];
+        tracing.child(
+            cx,
+            "db session checkout",
+            checkout,
+            std::time::SystemTime::now(),
+            attributes,
+        );
+    }
+    let request_id = tag.as_ref().map_or("-", |t| &*t.request_id);
+    let mut lease = match acquired {
         Ok(l) => l,
         Err(e) => {
             let answer = match &e {
@@ -81,7 +106,7 @@ pub async fn serve(pool: Arc<Pool>, mut guest: TcpStream) {
                     cant_connect(&pool, other)
                 }
             };
-            tracing::warn!(target: "dbpool", pool = %pool.name, "a guest session got no database: {e}");
+            tracing::warn!(target: "dbpool", pool = %pool.name, request_id, "a guest session got no database: {e}");
             let _sent = write_packet(&mut guest, seq, &answer).await;
             return;
         }

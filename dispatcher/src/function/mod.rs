@@ -14,7 +14,10 @@ use tokio::sync::Semaphore;
 use crate::api::Version;
 use crate::manifest::FunctionSpec;
 use crate::runtime::{Invocation, InvokeError, Prepared, Timings};
-use crate::telemetry::{Finished, FunctionTelemetry, Report, Telemetry, Trigger};
+use crate::telemetry::{
+    Finished, FunctionTelemetry, InvocationSessions, Report, SessionTag, Telemetry, TraceContext,
+    Trigger,
+};
 
 pub use cgi::{explicit_status, parse_output};
 pub use event::{Event, RequestInfo};
@@ -106,6 +109,7 @@ impl Function {
         config: RunConfig,
         trigger: Trigger,
         request_id: &Arc<str>,
+        trace: Option<&TraceContext>,
         report: &mut Report,
     ) -> Result<Vec<u8>, RunError> {
         let arrived = Instant::now();
@@ -127,6 +131,16 @@ impl Function {
         self.telemetry
             .admitted(&self.name, &self.observed, trigger, report.queued);
         let env = event.env(request_id, &self.spec.env);
+        // Only a function with pooled databases opens sessions the host serves.
+        let sessions = (!self.spec.databases.is_empty()).then(|| {
+            Arc::new(InvocationSessions {
+                telemetry: self.telemetry.clone(),
+                tag: SessionTag {
+                    request_id: request_id.clone(),
+                    trace: trace.cloned(),
+                },
+            }) as Arc<dyn crate::runtime::HostSessions>
+        });
         let stdin: Bytes = event.into_stdin();
         let invocation = Invocation {
             function: self.name.clone(),
@@ -139,6 +153,7 @@ impl Function {
             timeout: self.spec.limits.timeout,
             max_sockets: self.spec.limits.max_sockets as usize,
             max_pooled_sessions: self.spec.limits.max_db_sessions as usize,
+            sessions,
             stdout_cap: config.max_output_bytes,
             net: self.spec.network.clone(),
         };

@@ -399,6 +399,7 @@ async fn invoke(
             state.run_config(),
             Trigger::Invoke,
             &ctx.id,
+            ctx.trace.as_ref().map(|a| &a.cx),
             &mut report,
         )
         .await;

@@ -137,7 +137,12 @@ pub fn invocations(state: &AppState, name: &str, parts: &Parts) -> Response<Body
             }
         },
     };
-    let records: Vec<_> = own.recent.invocations(limit).iter().map(|k| k.record()).collect();
+    let records: Vec<_> = own
+        .recent
+        .invocations(limit)
+        .iter()
+        .map(|k| k.record())
+        .collect();
     json(StatusCode::OK, &records)
 }
 

@@ -124,6 +124,7 @@ pub async fn handle(
             state.run_config(),
             Trigger::Http,
             &ctx.id,
+            ctx.trace.as_ref().map(|a| &a.cx),
             &mut report,
         )
         .await;

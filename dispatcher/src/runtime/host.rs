@@ -76,6 +76,8 @@ pub struct Host {
     /// Most sessions with endpoints the host serves (the database pool) at once; past it a
     /// connect to one gives `ECONNREFUSED`.
     pub max_pooled_sessions: usize,
+    /// Told of each session opened with an endpoint the host serves.
+    pub sessions: Option<Arc<dyn super::HostSessions>>,
 }
 
 impl Host {

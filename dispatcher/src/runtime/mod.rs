@@ -91,6 +91,13 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Told of each connection an instance opens to an endpoint the host serves itself (a
+/// database pool), by the connection's local address, so the host's side can tell which
+/// invocation a session belongs to.
+pub trait HostSessions: Send + Sync + std::fmt::Debug {
+    fn opened(&self, local: std::net::SocketAddr);
+}
+
 /// A module that cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -342,6 +349,8 @@ pub struct Invocation {
     pub max_sockets: usize,
     /// Most sessions with endpoints the host serves (database pools) at once.
     pub max_pooled_sessions: usize,
+    /// Told of each session opened with an endpoint the host serves.
+    pub sessions: Option<Arc<dyn HostSessions>>,
     /// Most bytes the guest may write to stdout.
     pub stdout_cap: usize,
     /// Where the guest may connect and listen.
@@ -399,6 +408,7 @@ impl Prepared {
             resolved: Vec::new(),
             max_sockets: inv.max_sockets,
             max_pooled_sessions: inv.max_pooled_sessions,
+            sessions: inv.sessions,
         };
         // The code current now; a swap to optimized code affects the next invocation.
         let pre = self.code.load_full();

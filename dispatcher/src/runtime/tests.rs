@@ -66,6 +66,7 @@ fn invocation(name: &str) -> Invocation {
         timeout: Duration::from_secs(10),
         max_sockets: 64,
         max_pooled_sessions: 4,
+        sessions: None,
         stdout_cap: 1 << 10,
         net: Arc::new(NetPolicy::default()),
     }
@@ -165,6 +166,7 @@ async fn an_instance_holds_at_most_max_sockets() {
             timeout: Duration::from_secs(10),
             max_sockets: 5,
             max_pooled_sessions: 4,
+            sessions: None,
             stdout_cap: 1 << 10,
             net: Arc::new(NetPolicy::default()),
         })

@@ -268,6 +268,7 @@ async fn invoke(
             config,
             Trigger::Schedule,
             run.request_id,
+            run.trace,
             &mut report,
         )
         .await;

@@ -8,6 +8,7 @@
 mod metrics;
 mod recent;
 pub mod request_id;
+mod sessions;
 mod trace;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, Schedule
 pub use opentelemetry::trace::SpanKind;
 pub use opentelemetry::Context as TraceContext;
 pub use recent::{now_text, Recent};
+pub use sessions::{InvocationSessions, SessionTag, Sessions};
 pub use trace::{traceparent, Active, Tracing};
 
 /// What started an invocation.
@@ -149,6 +151,8 @@ pub struct Telemetry {
     pub tracing: Option<Tracing>,
     /// By function name; kept across versions, so a redeploy keeps the lines.
     functions: Mutex<HashMap<Arc<str>, Arc<FunctionTelemetry>>>,
+    /// Database sessions opened by invocations, until their pool looks them up.
+    pub sessions: Sessions,
 }
 
 impl Telemetry {
@@ -157,6 +161,7 @@ impl Telemetry {
             metrics: Metrics::new(),
             tracing,
             functions: Mutex::default(),
+            sessions: Sessions::default(),
         }
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::api::{InvocationRecord, LogLine, LogSource};
 use super::{Outcome, Trigger};
+use crate::api::{InvocationRecord, LogLine, LogSource};
 
 /// One invocation as kept: no text is formatted until someone asks.
 #[derive(Debug, Clone)]

@@ -758,8 +758,14 @@ fn the_network_policy_admits_8080_and_9090_and_sends_only_to_the_database_and_dn
             .and_then(|e| e["value"].as_str())
             .unwrap_or_else(|| panic!("{what}: the dispatcher has no DISPATCHER_METRICS_LISTEN"));
         assert_eq!(metrics, "0.0.0.0:9090", "{what}");
-        assert_eq!(container_port(container, &Value::from("metrics"), &what), 9090);
-        assert_eq!(pod["metadata"]["annotations"]["prometheus.io/port"], "9090", "{what}");
+        assert_eq!(
+            container_port(container, &Value::from("metrics"), &what),
+            9090
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"]["prometheus.io/port"], "9090",
+            "{what}"
+        );
 
         let db = r.find("StatefulSet", "mariadb");
         let (mut to_db, mut dns) = (false, Vec::new());

@@ -107,6 +107,19 @@ impl Receiver {
     }
 }
 
+/// `sqlprobe` at `/db`, its database sessions from the host's pool.
+fn pooled(dir: &Path) {
+    let url = "mysql://root@127.0.0.1:3306/test";
+    manifest(
+        dir,
+        "db",
+        &format!(
+            "name = \"db\"\nwasm = \"{}\"\n[trigger.http]\npath = \"/db\"\n[env]\nDATABASE_URL = \"{url}\"\n[network]\nallow = [\"{url}\"]\n",
+            wasm("sqlprobe").display()
+        ),
+    );
+}
+
 fn probe(dir: &Path) {
     manifest(
         dir,
@@ -124,6 +137,7 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     probe(dir.path());
+    pooled(dir.path());
     let d = Dispatcher::start_with(
         dir.path(),
         Options {
@@ -205,6 +219,37 @@ async fn spans_continue_the_callers_trace_and_nest_request_route_instantiate_gue
     }
     let route = spans.iter().find(|s| s.name == "route").unwrap();
     assert!(attr(route, "http.route").contains("/t"), "{route:?}");
+
+    // A pooled database session's checkout, under the request that opened it.
+    let db_trace = "0af7651916cd43dd8448eb211c80319c";
+    let resp = client()
+        .post(d.url("/db"))
+        .header("traceparent", format!("00-{db_trace}-b7ad6b7169203331-01"))
+        .body(r#"{"statements": ["SELECT 1"]}"#)
+        .send()
+        .await
+        .unwrap();
+    let answer = resp.text().await.unwrap();
+    assert!(
+        answer.contains("\"error\":null"),
+        "the session did not open: {answer}"
+    );
+    let checked_out = wait_until(Duration::from_secs(15), || {
+        let spans = receiver.spans();
+        let request = spans
+            .iter()
+            .find(|s| s.name == "request" && s.trace_id == db_trace);
+        request.is_some_and(|r| {
+            spans.iter().any(|s| {
+                s.name == "db session checkout" && s.trace_id == db_trace && s.parent == r.span_id
+            })
+        })
+    });
+    assert!(
+        checked_out,
+        "no checkout span under the request: {:#?}",
+        receiver.spans()
+    );
 
     // A schedule's fire, with its attempt under it, and the attempt's instance under that.
     let fired = wait_until(Duration::from_secs(15), || {

@@ -130,6 +130,11 @@ pub async fn connect(
         Ok(Err(e)) => Err(Errno::from(&e)),
         Err(_) => Err(Errno::Timedout),
     };
+    if let (Ok(stream), true, Some(sessions)) = (&result, pooled, &c.data().sessions) {
+        if let Ok(local) = stream.local_addr() {
+            sessions.opened(local);
+        }
+    }
     let s = c.data_mut().fds.socket_mut(fd)?;
     match result {
         Ok(stream) => {
