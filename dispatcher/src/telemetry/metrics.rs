@@ -311,6 +311,7 @@ impl Metrics {
             in_flight: self.in_flight.get_or_create(&labels).clone(),
             queue_wait: self.queue_wait.get_or_create(&labels).clone(),
             output_bytes: self.output_bytes.get_or_create(&labels).clone(),
+            counters: Default::default(),
             labels,
         }
     }
@@ -331,7 +332,7 @@ impl Metrics {
 }
 
 /// One function's series for one trigger (clones share the values).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FunctionMetrics {
     labels: FunctionLabels,
     pub duration: Histogram,
@@ -339,18 +340,26 @@ pub struct FunctionMetrics {
     pub in_flight: Gauge,
     pub queue_wait: Histogram,
     pub output_bytes: Counter,
+    /// `dispatcher_invocations_total` by outcome and status class (0: none, 1xx ... 5xx).
+    counters: [[OnceLock<Counter>; 6]; 8],
 }
 
 impl FunctionMetrics {
-    /// The invocation counter of one outcome and status class.
+    /// Counts one invocation of `outcome` and `status`'s class (the counter's handle is
+    /// looked up in the family once, then kept).
     pub fn invocation(&self, metrics: &Metrics, outcome: Outcome, status: u16) {
-        let labels = InvocationLabels {
-            function: self.labels.function.clone(),
-            trigger: self.labels.trigger,
-            outcome,
-            status: StatusClass(status),
-        };
-        metrics.invocations.get_or_create(&labels).inc();
+        let class = usize::from(status / 100).min(5);
+        let cell = &self.counters[outcome as usize][class];
+        cell.get_or_init(|| {
+            let labels = InvocationLabels {
+                function: self.labels.function.clone(),
+                trigger: self.labels.trigger,
+                outcome,
+                status: StatusClass(status),
+            };
+            metrics.invocations.get_or_create(&labels).clone()
+        })
+        .inc();
     }
 }
 

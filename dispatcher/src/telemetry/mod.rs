@@ -47,7 +47,7 @@ impl Trigger {
 /// How an invocation ended, as metrics, logs and error bodies name it.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
-    Ok,
+    Ok = 0,
     Timeout,
     MemoryLimit,
     OutputLimit,
@@ -94,7 +94,7 @@ pub struct Report {
     pub instantiate: Duration,
     /// The guest's `_start`, until it returned or was stopped.
     pub guest: Duration,
-    /// Everything, from arrival to output.
+    /// Waiting for a slot, creating the instance and running it: the invocation's time.
     pub total: Duration,
     /// Bytes the guest wrote to stdout.
     pub output_bytes: usize,
