@@ -27,13 +27,13 @@ use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::body::{read_body, BodyError};
-use super::response::{error_response, json, respond, Body};
+use super::response::{error_response, json, Body};
 use super::state::{AppState, RequestCtx};
 use super::{observe, ui};
 use crate::api::{Action, ErrorBody, Health};
 use crate::deploy::{DeployError, Upload};
-use crate::function::{Event, Function};
-use crate::telemetry::{Finished, Trigger};
+use crate::function::Event;
+use crate::telemetry::Trigger;
 
 /// The reserved prefix.
 pub const PREFIX: &str = "/_dispatcher";
@@ -392,26 +392,6 @@ async fn invoke(
         content_type,
         body: input,
     };
-    let mut report = Function::report();
-    let result = function
-        .run(
-            event,
-            state.run_config(),
-            Trigger::Invoke,
-            &ctx.id,
-            ctx.trace.as_ref().map(|a| &a.cx),
-            &mut report,
-        )
-        .await;
-    let (response, outcome, detail) = respond(&function, result);
-    function.finished(Finished {
-        trigger: Trigger::Invoke,
-        request_id: &ctx.id,
-        report: &report,
-        outcome,
-        status: response.status().as_u16(),
-        detail,
-        trace: ctx.trace.as_ref().map(|a| &a.cx),
-    });
+    let response = super::trigger::run(state, &function, event, Trigger::Invoke, ctx).await;
     (who, response)
 }

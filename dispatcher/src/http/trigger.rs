@@ -116,27 +116,41 @@ pub async fn handle(
         pattern,
         matched: &matched,
     };
-    let mut report = Function::report();
     let event = Event::Http { request, body };
+    let response = run(state, function, event, Trigger::Http, ctx).await;
+    (name, response)
+}
+
+/// Runs `event` in `function` and answers with the outcome as HTTP, counted, kept and
+/// traced: the HTTP trigger's way, and the admin API's `invoke`.
+pub(super) async fn run(
+    state: &AppState,
+    function: &Function,
+    event: Event<'_>,
+    trigger: Trigger,
+    ctx: &RequestCtx,
+) -> Response<Body> {
+    let trace = ctx.trace.as_ref().map(|a| &a.cx);
+    let mut report = Function::report();
     let result = function
         .run(
             event,
             state.run_config(),
-            Trigger::Http,
+            trigger,
             &ctx.id,
-            ctx.trace.as_ref().map(|a| &a.cx),
+            trace,
             &mut report,
         )
         .await;
     let (response, outcome, detail) = respond(function, result);
     function.finished(Finished {
-        trigger: Trigger::Http,
+        trigger,
         request_id: &ctx.id,
         report: &report,
         outcome,
         status: response.status().as_u16(),
         detail,
-        trace: ctx.trace.as_ref().map(|a| &a.cx),
+        trace,
     });
-    (name, response)
+    response
 }

@@ -6,21 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    client, in_process_config, manifest, wasm, wat_module, Dispatcher, InProcess, Options, Server,
+    client, in_process_config, manifest, probe, wasm, wat_module, Dispatcher, InProcess, Options,
+    Server,
 };
 use serde_json::Value;
-
-/// A manifest for the `probe` test function at `path`, with extra TOML appended.
-fn probe(dir: &Path, name: &str, path: &str, extra: &str) {
-    manifest(
-        dir,
-        name,
-        &format!(
-            "name = \"{name}\"\nwasm = \"{}\"\n[trigger.http]\npath = \"{path}\"\n{extra}",
-            wasm("probe").display()
-        ),
-    );
-}
 
 fn echo(dir: &Path) {
     manifest(

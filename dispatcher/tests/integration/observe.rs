@@ -4,26 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{bare_command, client, manifest, wait_until, wasm, Dispatcher, Options};
+use crate::harness::{bare_command, client, probe, wait_until, Dispatcher, Options};
 
 const TOKEN: &str = "observe-token";
-
-fn probe(dir: &Path, name: &str, path: &str, extra: &str) {
-    manifest(
-        dir,
-        name,
-        &format!(
-            "name = \"{name}\"\nwasm = \"{}\"\n[trigger.http]\npath = \"{path}\"\n{extra}",
-            wasm("probe").display()
-        ),
-    );
-}
 
 fn with_token(args: Vec<&str>) -> Options<'_> {
     Options {

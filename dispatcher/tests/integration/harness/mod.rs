@@ -129,6 +129,19 @@ pub fn manifest(dir: &Path, name: &str, body: &str) {
     std::fs::write(dir.join(format!("{name}.toml")), body).unwrap();
 }
 
+/// A manifest for the `probe` test function (functions/probe) at `path`, with extra TOML
+/// appended.
+pub fn probe(dir: &Path, name: &str, path: &str, extra: &str) {
+    manifest(
+        dir,
+        name,
+        &format!(
+            "name = \"{name}\"\nwasm = \"{}\"\n[trigger.http]\npath = \"{path}\"\n{extra}",
+            wasm("probe").display()
+        ),
+    );
+}
+
 /// A blocking-free HTTP client for tests.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
