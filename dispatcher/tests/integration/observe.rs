@@ -495,3 +495,65 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     assert_eq!(request["status"], 200);
     assert_eq!(request["function"], "talker");
 }
+
+#[tokio::test]
+async fn a_scheduled_attempt_has_its_own_request_id_in_the_run_history_and_its_log_lines() {
+    let db = crate::harness::PlatformDb::create("runid");
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::manifest(
+        dir.path(),
+        "ticker",
+        &format!(
+            "name = \"ticker\"\nwasm = \"{}\"\n[[trigger.schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\n",
+            crate::harness::wasm("probe").display()
+        ),
+    );
+    let mut opts = db.opts();
+    opts.env.push(("DISPATCHER_ADMIN_TOKEN", TOKEN.to_string()));
+    let d = Dispatcher::start_with(dir.path(), opts);
+    assert!(d.wait_for_log("schedule-done", Duration::from_secs(15)));
+    // The history names the attempt's id ...
+    let out = bare_command()
+        .args(["runs", "ticker", "--json", "--db", &db.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let done = runs
+        .iter()
+        .find(|r| r["status"] == "succeeded")
+        .unwrap_or_else(|| panic!("no succeeded run: {runs:?}"));
+    let id = done["request_id"]
+        .as_str()
+        .expect("a request id")
+        .to_string();
+    assert_eq!(id.len(), 24, "{id}");
+    // ... and the function's lines of that attempt carry it, in the log and the logs API.
+    assert!(d.wait_for_log(&format!("request_id={id}"), Duration::from_secs(5)));
+    let text = client()
+        .get(d.url(&format!("/_dispatcher/functions/ticker/logs?request={id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("schedule-event name=tick"), "{text}");
+    assert!(text.contains("schedule-done"), "{text}");
+    // The table shows it too.
+    let out = bare_command()
+        .args(["runs", "ticker", "--db", &db.url()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap_or("").contains("REQUEST ID"),
+        "{table}"
+    );
+    assert!(table.contains(&id), "{table}");
+}
