@@ -131,7 +131,6 @@ impl Function {
             }
         };
         let Some(_permit) = permit else {
-            report.total = report.queued;
             return Err(RunError::Overloaded);
         };
         report.admitted = true;
@@ -169,7 +168,6 @@ impl Function {
         report.instantiate = timings.instantiate;
         report.guest = timings.guest;
         report.output_bytes = timings.output_bytes;
-        report.total = report.queued + timings.instantiate + timings.guest;
         Ok(result?)
     }
 

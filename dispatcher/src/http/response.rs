@@ -45,47 +45,42 @@ pub fn respond(
                 format!("bad output: {e}"),
             ),
         },
-        Err(RunError::Overloaded) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Outcome::Overloaded,
-            "too many requests in flight for this function; retry shortly",
-            "every concurrency slot stayed busy for the queue timeout".to_string(),
-        ),
-        Err(RunError::Invoke(e)) => {
-            let detail = format!("invocation failed: {e}");
-            let (status, outcome, message) = match e {
-                InvokeError::Timeout(_) => (
+        Err(e) => {
+            let (status, message) = match &e {
+                RunError::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in flight for this function; retry shortly",
+                ),
+                RunError::Invoke(InvokeError::Timeout(_)) => (
                     StatusCode::GATEWAY_TIMEOUT,
-                    Outcome::Timeout,
                     "the function did not finish in time",
                 ),
-                InvokeError::MemoryLimit(_) => (
+                RunError::Invoke(InvokeError::MemoryLimit(_)) => (
                     StatusCode::BAD_GATEWAY,
-                    Outcome::MemoryLimit,
                     "the function exceeded its memory limit",
                 ),
-                InvokeError::OutputLimit(_) => (
+                RunError::Invoke(InvokeError::OutputLimit(_)) => (
                     StatusCode::BAD_GATEWAY,
-                    Outcome::OutputLimit,
                     "the function wrote more output than allowed",
                 ),
-                InvokeError::Exit(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    Outcome::Exit,
-                    "the function exited with an error",
-                ),
-                InvokeError::Trap(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    Outcome::Trap,
-                    "the function crashed",
-                ),
-                InvokeError::Capacity(_) => (
+                RunError::Invoke(InvokeError::Exit(_)) => {
+                    (StatusCode::BAD_GATEWAY, "the function exited with an error")
+                }
+                RunError::Invoke(InvokeError::Trap(_)) => {
+                    (StatusCode::BAD_GATEWAY, "the function crashed")
+                }
+                RunError::Invoke(InvokeError::Capacity(_)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::Overloaded,
                     "no instance could be started; retry shortly",
                 ),
             };
-            (status, outcome, message, detail)
+            let detail = match &e {
+                RunError::Overloaded => {
+                    "every concurrency slot stayed busy for the queue timeout".to_string()
+                }
+                RunError::Invoke(e) => format!("invocation failed: {e}"),
+            };
+            (status, e.outcome(), message, detail)
         }
     };
     let mut resp = error_response(status, outcome.as_str(), Some(name), message);

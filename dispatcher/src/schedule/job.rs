@@ -279,12 +279,13 @@ async fn invoke(
                 .then(|| format!("the function answered status {status}"));
             (Outcome::Ok, status, error)
         }
-        Err(RunError::Invoke(e)) => (
-            result_outcome(&result),
-            0,
-            Some(format!("the function {e}")),
-        ),
-        Err(e) => (e.outcome(), 0, Some(e.to_string())),
+        Err(e) => {
+            let error = match e {
+                RunError::Invoke(e) => format!("the function {e}"),
+                other => other.to_string(),
+            };
+            (e.outcome(), 0, Some(error))
+        }
     };
     function.finished(Finished {
         trigger: Trigger::Schedule,
@@ -298,12 +299,5 @@ async fn invoke(
     match error {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-fn result_outcome(result: &Result<Vec<u8>, RunError>) -> Outcome {
-    match result {
-        Ok(_) => Outcome::Ok,
-        Err(e) => e.outcome(),
     }
 }

@@ -94,8 +94,6 @@ pub struct Report {
     pub instantiate: Duration,
     /// The guest's `_start`, until it returned or was stopped.
     pub guest: Duration,
-    /// Waiting for a slot, creating the instance and running it: the invocation's time.
-    pub total: Duration,
     /// Bytes the guest wrote to stdout.
     pub output_bytes: usize,
     /// Whether it got a slot (and so was counted in flight).
@@ -103,13 +101,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// Waiting for a slot, creating the instance and running it: the invocation's time.
+    pub fn total(&self) -> Duration {
+        self.queued + self.instantiate + self.guest
+    }
+
     pub fn new(started: SystemTime) -> Report {
         Report {
             started,
             queued: Duration::ZERO,
             instantiate: Duration::ZERO,
             guest: Duration::ZERO,
-            total: Duration::ZERO,
             output_bytes: 0,
             admitted: false,
         }
@@ -276,7 +278,7 @@ impl Telemetry {
             s.in_flight.dec();
             s.instantiate.observe(secs(r.instantiate));
         }
-        s.duration.observe(secs(r.total));
+        s.duration.observe(secs(r.total()));
         s.output_bytes.inc_by(r.output_bytes as u64);
         s.invocation(&self.metrics, done.outcome, done.status);
         let at_micros = r
@@ -289,7 +291,7 @@ impl Telemetry {
             trigger: done.trigger,
             outcome: done.outcome,
             status: done.status,
-            duration_us: r.total.as_micros() as u64,
+            duration_us: r.total().as_micros() as u64,
         });
         if let Some(detail) = &done.detail {
             tracing::warn!(function = %function, request_id = %done.request_id, trigger = done.trigger.as_str(), outcome = done.outcome.as_str(), "{detail}");
