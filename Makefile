@@ -15,7 +15,7 @@ NATIVE := --exclude dispatcher --exclude bench
 # minutes. bench/src/artifacts.rs and the Dockerfile use the same settings.
 WASM_PROFILE := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 
-.PHONY: all setup database functions dispatcher run test cluster-test bench check clean
+.PHONY: all setup database functions dispatcher run test cluster-test bench profile check clean
 
 all: functions dispatcher
 
@@ -46,6 +46,10 @@ cluster-test: functions database
 
 bench: functions dispatcher database
 	$(CARGO) run --release -p bench
+
+# Where the dispatcher's CPU goes under load: perf over wrk, top symbols (scripts/profile.sh).
+profile: setup
+	@scripts/profile.sh
 
 clean:
 	$(CARGO) clean

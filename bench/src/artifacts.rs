@@ -19,6 +19,8 @@ pub struct Artifacts {
     pub noop_wasm: PathBuf,
     /// `target/wasm32-wasip1/release/echo.wasm`.
     pub echo_wasm: PathBuf,
+    /// `target/wasm32-wasip1/release/echo_std.wasm`: the same echo with std alone.
+    pub echo_std_wasm: PathBuf,
 }
 
 const WASM_TARGET: &str = "wasm32-wasip1";
@@ -52,6 +54,7 @@ impl Artifacts {
             native_echo: native_dir.join("native_echo"),
             noop_wasm: wasm_dir.join("noop.wasm"),
             echo_wasm: wasm_dir.join("echo.wasm"),
+            echo_std_wasm: wasm_dir.join("echo_std.wasm"),
         };
         for path in [
             &artifacts.dispatcher,
@@ -59,6 +62,7 @@ impl Artifacts {
             &artifacts.native_echo,
             &artifacts.noop_wasm,
             &artifacts.echo_wasm,
+            &artifacts.echo_std_wasm,
         ] {
             must_exist(path)?;
         }
@@ -92,6 +96,8 @@ fn build() -> anyhow::Result<()> {
             "noop",
             "-p",
             "echo",
+            "-p",
+            "echo-std",
         ],
         WASM_PROFILE,
     )

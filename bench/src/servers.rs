@@ -17,30 +17,43 @@ pub const ECHO_PATH: &str = "/echo";
 /// How long a server may take to say it is listening (a cold dispatcher compiles first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The path the std-only echo answers on (served beside `echo` by the throughput section).
+pub const ECHO_STD_PATH: &str = "/echo-std";
+
 /// A folder of manifests holding only `echo`, for `dispatcher serve --manifests`.
 pub fn write_echo_manifests(dir: &Path, echo_wasm: &Path) -> anyhow::Result<PathBuf> {
     let manifests = dir.join("manifests");
     std::fs::create_dir_all(&manifests)
         .with_context(|| format!("cannot create {}", manifests.display()))?;
-    let wasm = echo_wasm
+    add_post_function(&manifests, "echo", echo_wasm, ECHO_PATH)?;
+    Ok(manifests)
+}
+
+/// Writes the manifest of a function `name` serving `POST path` into `manifests`.
+pub fn add_post_function(
+    manifests: &Path,
+    name: &str,
+    wasm: &Path,
+    path: &str,
+) -> anyhow::Result<()> {
+    let wasm = wasm
         .canonicalize()
-        .with_context(|| format!("cannot resolve {}", echo_wasm.display()))?;
+        .with_context(|| format!("cannot resolve {}", wasm.display()))?;
     // `{:?}` quotes the path as a TOML basic string would (escapes included).
     let manifest = format!(
-        "name = \"echo\"\n\
+        "name = \"{name}\"\n\
          wasm = {:?}\n\
          \n\
          [trigger.http]\n\
-         path = \"{ECHO_PATH}\"\n\
+         path = \"{path}\"\n\
          methods = [\"POST\"]\n\
          \n\
          [limits]\n\
          max_concurrency = 256\n",
         wasm.to_string_lossy()
     );
-    let file = manifests.join("echo.toml");
-    std::fs::write(&file, manifest).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(manifests)
+    let file = manifests.join(format!("{name}.toml"));
+    std::fs::write(&file, manifest).with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// `dispatcher serve` on `listen` with the given manifests and cache, logging to stderr as in

@@ -27,6 +27,8 @@ mod store;
 mod telemetry;
 
 pub use platform::{run, Config, Platform};
+/// The process log's batching writer (`main` installs it).
+pub use telemetry::{BatchedLog, FlushGuard};
 
 /// For `make bench`: the mean cost of one invocation's telemetry (metrics, request id,
 /// recent-invocations ring) on one thread.

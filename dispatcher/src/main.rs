@@ -10,13 +10,15 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    // Log lines are formatted on the caller's thread and written by a background thread
-    // through a buffer, so a busy server makes one write(2) per batch instead of per line.
-    // Nothing is dropped: a full queue makes callers wait (lossy = false).
-    let (writer, log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    // Log lines are formatted on the caller's thread and written by a background thread in
+    // batches (one write(2) per batch, see `telemetry::log_writer`).
+    let (writer, log_guard) = match dispatcher::BatchedLog::new(std::io::stderr()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer's thread: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let cli = dispatcher::cli::Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());

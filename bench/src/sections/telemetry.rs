@@ -16,7 +16,7 @@ use crate::artifacts::Artifacts;
 use crate::probe;
 use crate::process::{free_local_addr, ChildGuard};
 use crate::report::Row;
-use crate::servers;
+use crate::servers::{self, ECHO_PATH};
 use crate::stats::us;
 use crate::wrk;
 
@@ -55,7 +55,7 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
         servers::NATIVE_READY,
         None,
     )?;
-    check_echo("native_echo", native_addr)?;
+    check_echo("native_echo", native_addr, ECHO_PATH)?;
     let n = measure(&mut native, native_addr, CONNECTIONS, &script)?;
     print_run("native                    ", CONNECTIONS, &n);
     drop(native);
@@ -132,7 +132,7 @@ fn run_dispatcher(
 ) -> anyhow::Result<Measured> {
     let (mut d, addr): (ChildGuard, SocketAddr) =
         servers::start("dispatcher", cmd, servers::DISPATCHER_READY, Some(log))?;
-    check_echo("dispatcher", addr)?;
+    check_echo("dispatcher", addr, ECHO_PATH)?;
     let m = measure(&mut d, addr, CONNECTIONS, script)?;
     print_run(name, CONNECTIONS, &m);
     Ok(m)

@@ -219,6 +219,10 @@ pub(crate) struct EngineArgs {
     /// Cranelift; `baseline` runs Winch's code only (for tests and comparisons).
     #[arg(long, env = "DISPATCHER_COMPILE", value_enum, default_value_t = CompileArg::Tiered)]
     pub(crate) compile: CompileArg,
+    /// Write `/tmp/perf-PID.map` naming the guests' compiled functions, so that `perf
+    /// report` shows wasm frames by name (`make profile` sets it).
+    #[arg(long, env = "DISPATCHER_PERF_MAP")]
+    pub(crate) perf_map: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -239,6 +243,7 @@ impl EngineArgs {
                 CompileArg::Optimized => crate::runtime::Compile::Optimized,
                 CompileArg::Baseline => crate::runtime::Compile::Baseline,
             },
+            perf_map: self.perf_map,
             ..crate::runtime::RuntimeConfig::default()
         }
     }

@@ -55,6 +55,9 @@ impl Tier {
             .epoch_interruption(true)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if config.perf_map {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&cfg)
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine ({strategy:?}): {e}"))?;
         let mut linker = Linker::new(&engine);

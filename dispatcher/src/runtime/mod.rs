@@ -77,6 +77,8 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: u64,
     /// How modules not seen before are compiled.
     pub compile: Compile,
+    /// Whether to write a perf map of the compiled code for `perf`.
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -87,6 +89,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory_bytes: MAX_MEMORY_MB << 20,
             compile: Compile::default(),
+            perf_map: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! invocation ends in [`Telemetry::invocation`], the one place its outcome is counted, kept
 //! and traced.
 
+mod log_writer;
 mod metrics;
 mod recent;
 pub mod request_id;
@@ -19,6 +20,7 @@ use opentelemetry::KeyValue;
 
 use crate::api::LogSource;
 use metrics::{secs, PerTrigger};
+pub use log_writer::{BatchedLog, FlushGuard};
 pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, ScheduleLabels};
 pub use opentelemetry::trace::SpanKind;
 pub use opentelemetry::Context as TraceContext;
