@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use dispatcher::runtime::{Invocation, NetPolicy, Runtime, RuntimeConfig};
+use dispatcher::runtime::{CStrings, Invocation, NetPolicy, Runtime, RuntimeConfig};
 
 use super::Section;
 use crate::artifacts::Artifacts;
@@ -44,7 +44,7 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
     let noop = time_invocations(
         &runtime,
         &artifacts.noop_wasm,
-        Vec::new(),
+        CStrings::default(),
         Bytes::new(),
         INVOCATIONS,
         |out| out == NOOP_OUTPUT,
@@ -114,7 +114,7 @@ fn print_summary(what: &str, s: &Summary, unit: &str, warmup: usize) {
 fn time_invocations(
     runtime: &Runtime,
     wasm: &Path,
-    env: Vec<(String, String)>,
+    env: CStrings,
     stdin: Bytes,
     count: usize,
     valid: impl Fn(&[u8]) -> bool,
@@ -143,7 +143,7 @@ fn time_invocations(
         function: function.clone(),
         request_id: "bench".into(),
         log: None,
-        args: vec![name.clone()],
+        args: CStrings::from_items([&name]),
         env: env.clone(),
         stdin: stdin.clone(),
         memory_bytes: 128 << 20,
@@ -178,8 +178,9 @@ fn time_invocations(
 }
 
 /// The environment the HTTP trigger gives `POST /echo` with a body of `len` bytes.
-fn cgi_env(len: usize) -> Vec<(String, String)> {
-    [
+fn cgi_env(len: usize) -> CStrings {
+    let len = len.to_string();
+    let vars = [
         ("REQUEST_METHOD", "POST"),
         ("SCRIPT_NAME", "/echo"),
         ("PATH_INFO", ""),
@@ -188,7 +189,7 @@ fn cgi_env(len: usize) -> Vec<(String, String)> {
         ("QUERY_STRING", ""),
         ("REQUEST_URI", "/echo"),
         ("CONTENT_TYPE", "application/octet-stream"),
-        ("CONTENT_LENGTH", &len.to_string()),
+        ("CONTENT_LENGTH", &len),
         ("SERVER_NAME", "127.0.0.1"),
         ("SERVER_PORT", "8080"),
         ("SERVER_PROTOCOL", "HTTP/1.1"),
@@ -198,14 +199,12 @@ fn cgi_env(len: usize) -> Vec<(String, String)> {
         ("GATEWAY_INTERFACE", "CGI/1.1"),
         ("HTTP_HOST", "127.0.0.1:8080"),
         ("HTTP_CONTENT_TYPE", "application/octet-stream"),
-        ("HTTP_CONTENT_LENGTH", &len.to_string()),
+        ("HTTP_CONTENT_LENGTH", &len),
         ("X_MATCHED_ROUTE", "/echo"),
         ("X_FULL_URL", "http://127.0.0.1:8080/echo"),
         ("TRIGGER", "http"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    ];
+    CStrings::from_vars(vars)
 }
 
 /// Times [`SPAWNS`] sequential runs of `noop_native` (spawn, read its stdout, wait).

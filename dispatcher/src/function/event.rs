@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderName, Method, Uri};
+use http::{HeaderMap, Method, Uri};
 
 use crate::manifest::{percent_decode, RouteMatch, RoutePattern, ScheduleSpec};
+use crate::runtime::CStrings;
 
 /// One event for a function.
 pub enum Event<'a> {
@@ -31,25 +32,22 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    /// The variables of this event (`REQUEST_ID` among them), then `manifest_env`.
-    pub fn env(
-        &self,
-        request_id: &str,
-        manifest_env: &[(String, String)],
-    ) -> Vec<(String, String)> {
+    /// The variables of this event (`REQUEST_ID` among them), then the manifest's `[env]`
+    /// from `base`, which wins over an event variable of the same name.
+    pub fn env(&self, request_id: &str, base: &EnvBase) -> CStrings {
         match self {
-            Event::Http { request, .. } => request_env(request, request_id, manifest_env),
+            Event::Http { request, .. } => request_env(request, request_id, base),
             Event::Invoke {
                 query,
                 content_type,
                 body,
             } => event_env(
                 "invoke",
-                vec![("REQUEST_ID".into(), request_id.into())],
+                &[("REQUEST_ID", request_id)],
                 body.len(),
                 content_type,
                 query,
-                manifest_env,
+                base,
             ),
             Event::Schedule {
                 schedule,
@@ -57,14 +55,14 @@ impl Event<'_> {
                 attempt,
             } => event_env(
                 "schedule",
-                vec![
-                    ("REQUEST_ID".into(), request_id.into()),
-                    ("SCHEDULE_NAME".into(), schedule.name.clone()),
+                &[
+                    ("REQUEST_ID", request_id),
+                    ("SCHEDULE_NAME", &schedule.name),
                     (
-                        "SCHEDULED_AT".into(),
-                        at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                        "SCHEDULED_AT",
+                        &at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                     ),
-                    ("ATTEMPT".into(), attempt.to_string()),
+                    ("ATTEMPT", &attempt.to_string()),
                 ],
                 schedule.payload.len(),
                 if schedule.payload.is_empty() {
@@ -73,7 +71,7 @@ impl Event<'_> {
                     "application/json"
                 },
                 "",
-                manifest_env,
+                base,
             ),
         }
     }
@@ -95,13 +93,84 @@ pub struct RequestInfo<'a> {
     pub body_len: usize,
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    pub pattern: &'a RoutePattern,
     pub matched: &'a RouteMatch,
 }
 
-/// The name of the variable that carries route parameter `name`: `ROUTE_PARAM_<NAME>`.
-fn param_var(name: &str) -> String {
-    format!("ROUTE_PARAM_{}", name.to_ascii_uppercase())
+/// What a function's environment has in common for every event, built once at deploy: the
+/// HTTP trigger's fixed variables and the manifest's `[env]` (appended last, so it wins).
+#[derive(Debug, Default)]
+pub struct EnvBase {
+    /// `GATEWAY_INTERFACE`, `SERVER_SOFTWARE`, `SERVER_PROTOCOL`, `X_MATCHED_ROUTE`,
+    /// `TRIGGER=http`, less those the manifest sets.
+    http_fixed: CStrings,
+    /// The manifest's `[env]`.
+    manifest: CStrings,
+    /// The names the manifest sets: an event variable of one of these names is left out.
+    overridden: Vec<String>,
+}
+
+impl EnvBase {
+    /// For a function with `manifest_env`, served on `route` if it has an HTTP trigger.
+    pub fn new(manifest_env: &[(String, String)], route: Option<&RoutePattern>) -> Self {
+        let mut base = EnvBase {
+            http_fixed: CStrings::default(),
+            manifest: CStrings::from_vars(manifest_env.iter().map(|(k, v)| (k, v))),
+            overridden: manifest_env.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        let mut fixed = Vars::new(&base, 256);
+        fixed.set("GATEWAY_INTERFACE", "CGI/1.1");
+        fixed.set("SERVER_SOFTWARE", SERVER_SOFTWARE);
+        fixed.set("SERVER_PROTOCOL", "HTTP/1.1");
+        if let Some(route) = route {
+            fixed.set("X_MATCHED_ROUTE", route.source());
+        }
+        fixed.set("TRIGGER", "http");
+        base.http_fixed = fixed.env;
+        base
+    }
+
+    fn overrides(&self, name: &str) -> bool {
+        self.overridden.iter().any(|o| o == name)
+    }
+}
+
+const SERVER_SOFTWARE: &str = concat!("dispatcher/", env!("CARGO_PKG_VERSION"));
+
+/// An environment being built: a variable the manifest sets is skipped, and the manifest's
+/// `[env]` comes last.
+struct Vars<'a> {
+    env: CStrings,
+    base: &'a EnvBase,
+}
+
+impl<'a> Vars<'a> {
+    fn new(base: &'a EnvBase, capacity: usize) -> Self {
+        Vars {
+            env: CStrings::with_capacity(capacity),
+            base,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.set_bytes(key, value.as_bytes());
+    }
+
+    fn set_bytes(&mut self, key: &str, value: &[u8]) {
+        if !self.base.overrides(key) {
+            self.env.push_var(key, value);
+        }
+    }
+
+    fn set_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+        if !self.base.overrides(key) {
+            self.env.push_var_fmt(key, value);
+        }
+    }
+
+    fn finish(mut self) -> CStrings {
+        self.env.append(&self.base.manifest);
+        self.env
+    }
 }
 
 /// The variables of an event that is not an HTTP request (a schedule's fire, an admin
@@ -109,143 +178,141 @@ fn param_var(name: &str) -> String {
 /// `[env]`, which wins.
 fn event_env(
     trigger: &str,
-    extra: Vec<(String, String)>,
+    extra: &[(&str, &str)],
     body_len: usize,
     content_type: &str,
     query: &str,
-    manifest_env: &[(String, String)],
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        (
-            "SERVER_SOFTWARE".into(),
-            concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        ("REQUEST_METHOD".into(), "POST".into()),
-        ("TRIGGER".into(), trigger.into()),
-    ];
-    env.extend(extra);
-    env.extend([
-        ("CONTENT_LENGTH".into(), body_len.to_string()),
-        ("CONTENT_TYPE".into(), content_type.into()),
-        ("QUERY_STRING".into(), query.into()),
-        (
-            "REQUEST_URI".into(),
-            if query.is_empty() {
-                "/".into()
-            } else {
-                format!("/?{query}")
-            },
-        ),
-        ("SCRIPT_NAME".into(), String::new()),
-        ("PATH_INFO".into(), String::new()),
-    ]);
-    for (k, v) in manifest_env {
-        env.retain(|(existing, _)| existing != k);
-        env.push((k.clone(), v.clone()));
+    base: &EnvBase,
+) -> CStrings {
+    let mut env = Vars::new(base, 512);
+    env.set("GATEWAY_INTERFACE", "CGI/1.1");
+    env.set("SERVER_SOFTWARE", SERVER_SOFTWARE);
+    env.set("REQUEST_METHOD", "POST");
+    env.set("TRIGGER", trigger);
+    for (k, v) in extra {
+        env.set(k, v);
     }
-    env
+    env.set_fmt("CONTENT_LENGTH", format_args!("{body_len}"));
+    env.set("CONTENT_TYPE", content_type);
+    env.set("QUERY_STRING", query);
+    if query.is_empty() {
+        env.set("REQUEST_URI", "/");
+    } else {
+        env.set_fmt("REQUEST_URI", format_args!("/?{query}"));
+    }
+    env.set("SCRIPT_NAME", "");
+    env.set("PATH_INFO", "");
+    env.finish()
 }
 
-/// The CGI variables for a request, followed by `manifest_env` (which wins over request
-/// variables of the same name, so a client can never override the operator's settings).
-fn request_env(
-    req: &RequestInfo<'_>,
-    request_id: &str,
-    manifest_env: &[(String, String)],
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        Vec::with_capacity(24 + req.headers.len() + manifest_env.len());
-    let mut set = |k: &str, v: String| env.push((k.to_string(), v));
+/// The host part of a `Host` header's authority (`example.com:8080` gives `example.com`,
+/// `[::1]:80` gives `[::1]`); `None` if it is not a plausible host.
+fn host_of(authority: &str) -> Option<&str> {
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            Some(_) => return None,
+            None => authority,
+        }
+    };
+    let plausible = |b: u8| b.is_ascii_alphanumeric() || b"-._~%[]:".contains(&b);
+    (!host.is_empty() && host.bytes().all(plausible)).then_some(host)
+}
+
+/// The CGI variables for a request, followed by the manifest's `[env]` (which wins over
+/// request variables of the same name, so a client can never override the operator's
+/// settings). The fixed ones come ready from `base`; this adds the request's own.
+fn request_env(req: &RequestInfo<'_>, request_id: &str, base: &EnvBase) -> CStrings {
+    let mut env = Vars::new(
+        base,
+        base.http_fixed.bytes().len() + base.manifest.bytes().len() + 768,
+    );
+    env.env.append(&base.http_fixed);
 
     let host_header = req
         .headers
         .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
-    let authority = host_header.unwrap_or_else(|| req.local.to_string());
-    let server_name = authority
-        .parse::<http::uri::Authority>()
-        .map(|a| a.host().to_string())
-        .unwrap_or_else(|_| req.local.ip().to_string());
-    let query = req.uri.query().unwrap_or("");
-
-    set("GATEWAY_INTERFACE", "CGI/1.1".into());
-    set(
-        "SERVER_SOFTWARE",
-        concat!("dispatcher/", env!("CARGO_PKG_VERSION")).into(),
-    );
-    set("SERVER_PROTOCOL", "HTTP/1.1".into());
-    set("SERVER_NAME", server_name);
-    set("SERVER_PORT", req.local.port().to_string());
-    set("REMOTE_ADDR", req.remote.ip().to_string());
-    set("REMOTE_HOST", req.remote.ip().to_string());
-    set("REQUEST_METHOD", req.method.as_str().to_string());
-    set("SCRIPT_NAME", req.matched.script_name.clone());
-    set("PATH_INFO", percent_decode(&req.matched.raw_path_info));
-    set("X_RAW_PATH_INFO", req.matched.raw_path_info.clone());
-    set(
-        "PATH_TRANSLATED",
-        percent_decode(&req.matched.raw_path_info),
-    );
-    set("QUERY_STRING", query.to_string());
-    set(
-        "REQUEST_URI",
-        req.uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string(),
-    );
-    set(
-        "CONTENT_TYPE",
-        req.headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
-    );
-    set("CONTENT_LENGTH", req.body_len.to_string());
-    set("X_MATCHED_ROUTE", req.pattern.to_string());
-    set(
-        "X_FULL_URL",
-        format!(
-            "http://{authority}{}",
-            req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        .and_then(|h| h.to_str().ok());
+    match host_header.and_then(host_of) {
+        Some(host) => env.set("SERVER_NAME", host),
+        None => env.set_fmt("SERVER_NAME", format_args!("{}", req.local.ip())),
+    }
+    env.set_fmt("SERVER_PORT", format_args!("{}", req.local.port()));
+    let remote = req.remote.ip();
+    env.set_fmt("REMOTE_ADDR", format_args!("{remote}"));
+    env.set_fmt("REMOTE_HOST", format_args!("{remote}"));
+    env.set("REQUEST_METHOD", req.method.as_str());
+    env.set("SCRIPT_NAME", &req.matched.script_name);
+    let raw_path_info = &req.matched.raw_path_info;
+    if raw_path_info.is_empty() {
+        env.set("PATH_INFO", "");
+        env.set("X_RAW_PATH_INFO", "");
+        env.set("PATH_TRANSLATED", "");
+    } else {
+        let path_info = percent_decode(raw_path_info);
+        env.set("PATH_INFO", &path_info);
+        env.set("X_RAW_PATH_INFO", raw_path_info);
+        env.set("PATH_TRANSLATED", &path_info);
+    }
+    env.set("QUERY_STRING", req.uri.query().unwrap_or(""));
+    let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    env.set("REQUEST_URI", path_and_query);
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map_or(&b""[..], |h| h.as_bytes());
+    env.set_bytes("CONTENT_TYPE", content_type);
+    env.set_fmt("CONTENT_LENGTH", format_args!("{}", req.body_len));
+    match host_header {
+        Some(authority) => env.set_fmt(
+            "X_FULL_URL",
+            format_args!("http://{authority}{path_and_query}"),
         ),
-    );
-    set("TRIGGER", "http".into());
-    set("REQUEST_ID", request_id.into());
-    for (name, value) in &req.matched.params {
-        set(&param_var(name), value.clone());
+        None => env.set_fmt(
+            "X_FULL_URL",
+            format_args!("http://{}{path_and_query}", req.local),
+        ),
+    }
+    env.set("REQUEST_ID", request_id);
+    let mut name = String::with_capacity(64);
+    for (param, value) in &req.matched.params {
+        name.clear();
+        name.push_str("ROUTE_PARAM_");
+        name.extend(param.chars().map(|c| c.to_ascii_uppercase()));
+        env.set(&name, value);
     }
 
     // Headers as HTTP_<NAME>; repeated headers are joined with ", ".
-    let mut names: Vec<&HeaderName> = req.headers.keys().collect();
-    names.dedup();
-    for name in names {
+    for header in req.headers.keys() {
         // httpoxy: a `Proxy` header must never become HTTP_PROXY.
-        if name.as_str() == "proxy" {
+        if header.as_str() == "proxy" {
             continue;
         }
-        let values: Vec<String> = req
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        let var = format!(
-            "HTTP_{}",
-            name.as_str().to_ascii_uppercase().replace('-', "_")
-        );
-        set(&var, values.join(", "));
+        name.clear();
+        name.push_str("HTTP_");
+        name.extend(header.as_str().bytes().map(|b| match b {
+            b'-' => '_',
+            b => b.to_ascii_uppercase() as char,
+        }));
+        let mut values = req.headers.get_all(header).iter();
+        let first = values.next().map_or(&b""[..], |v| v.as_bytes());
+        match values.next() {
+            // One value, as UTF-8 (the usual case): as it is.
+            None if std::str::from_utf8(first).is_ok() => env.set_bytes(&name, first),
+            _ => {
+                let joined: Vec<String> = req
+                    .headers
+                    .get_all(header)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                env.set(&name, &joined.join(", "));
+            }
+        }
     }
-
-    for (k, v) in manifest_env {
-        env.retain(|(existing, _)| existing != k);
-        env.push((k.clone(), v.clone()));
-    }
-    env
+    env.finish()
 }
 
 #[cfg(test)]
@@ -272,13 +339,17 @@ mod tests {
             body_len: 0,
             remote: "10.0.0.1:5555".parse().unwrap(),
             local: "127.0.0.1:8080".parse().unwrap(),
-            pattern: &pattern,
             matched: &matched,
         };
-        let env = request_env(&info, "id-1", &[("HTTP_X_TOKEN".into(), "operator".into())]);
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let base = EnvBase::new(
+            &[("HTTP_X_TOKEN".into(), "operator".into())],
+            Some(&pattern),
+        );
+        let env = request_env(&info, "id-1", &base);
+        let get = |k: &str| env.get(k);
         assert_eq!(get("HTTP_X_TOKEN"), Some("operator"));
-        assert_eq!(env.iter().filter(|(n, _)| n == "HTTP_X_TOKEN").count(), 1);
+        let token = env.iter().filter(|e| e.starts_with(b"HTTP_X_TOKEN=")).count();
+        assert_eq!(token, 1);
         assert_eq!(get("HTTP_ACCEPT"), Some("a, b"));
         assert_eq!(get("HTTP_PROXY"), None);
         assert_eq!(get("REQUEST_ID"), Some("id-1"));
@@ -288,5 +359,34 @@ mod tests {
             get("X_FULL_URL"),
             Some("http://example.com:8080/u/a%20b?x=1")
         );
+        assert_eq!(get("X_MATCHED_ROUTE"), Some("/u/:id"));
+        assert_eq!(get("PATH_INFO"), Some(""));
+        assert_eq!(get("SERVER_PORT"), Some("8080"));
+        assert_eq!(get("REMOTE_ADDR"), Some("10.0.0.1"));
+        assert_eq!(get("CONTENT_LENGTH"), Some("0"));
+        assert_eq!(get("REQUEST_URI"), Some("/u/a%20b?x=1"));
+        assert_eq!(get("TRIGGER"), Some("http"));
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_of("example.com:8080"), Some("example.com"));
+        assert_eq!(host_of("example.com"), Some("example.com"));
+        assert_eq!(host_of("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_of("a:b"), None);
+        assert_eq!(host_of("a b"), None);
+        assert_eq!(host_of(""), None);
+        assert_eq!(host_of("[::1"), None);
+    }
+
+    #[test]
+    fn other_events_have_the_manifest_env_last() {
+        let base = EnvBase::new(&[("TRIGGER".into(), "mine".into())], None);
+        let env = event_env("invoke", &[("REQUEST_ID", "r")], 3, "text/plain", "a=1", &base);
+        assert_eq!(env.get("TRIGGER"), Some("mine"));
+        assert_eq!(env.iter().filter(|e| e.starts_with(b"TRIGGER=")).count(), 1);
+        assert_eq!(env.get("REQUEST_URI"), Some("/?a=1"));
+        assert_eq!(env.get("CONTENT_LENGTH"), Some("3"));
+        assert_eq!(env.get("X_MATCHED_ROUTE"), None);
     }
 }

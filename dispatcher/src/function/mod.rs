@@ -13,14 +13,14 @@ use tokio::sync::Semaphore;
 
 use crate::api::Version;
 use crate::manifest::FunctionSpec;
-use crate::runtime::{Invocation, InvokeError, Prepared, Timings};
+use crate::runtime::{CStrings, Invocation, InvokeError, Prepared, Timings};
 use crate::telemetry::{
     Finished, FunctionTelemetry, InvocationSessions, Report, SessionTag, Telemetry, TraceContext,
     Trigger,
 };
 
 pub use cgi::{explicit_status, parse_output};
-pub use event::{Event, RequestInfo};
+pub use event::{EnvBase, Event, RequestInfo};
 
 /// One deployed function.
 pub struct Function {
@@ -36,6 +36,10 @@ pub struct Function {
     pub deployed: Version,
     /// The platform's metrics and traces.
     pub telemetry: Arc<Telemetry>,
+    /// The part of its environment that is the same for every event.
+    env_base: EnvBase,
+    /// `argv`: the function's name.
+    args: CStrings,
     /// This function's recent lines and invocations, and its series (kept across versions).
     pub observed: Arc<FunctionTelemetry>,
 }
@@ -89,7 +93,10 @@ impl Function {
     ) -> Arc<Self> {
         spec.wasm = Vec::new();
         let name: Arc<str> = spec.name.as_str().into();
+        let env_base = EnvBase::new(&spec.env, spec.http.as_ref().map(|h| &h.pattern));
         Arc::new(Function {
+            env_base,
+            args: CStrings::from_items([&spec.name]),
             observed: telemetry.function(&name),
             telemetry: telemetry.clone(),
             name,
@@ -136,7 +143,7 @@ impl Function {
         report.admitted = true;
         self.telemetry
             .admitted(&self.name, &self.observed, trigger, report.queued);
-        let env = event.env(request_id, &self.spec.env);
+        let env = event.env(request_id, &self.env_base);
         // Only a function with pooled databases opens sessions the host serves.
         let sessions = (!self.spec.databases.is_empty()).then(|| {
             Arc::new(InvocationSessions {
@@ -152,7 +159,7 @@ impl Function {
             function: self.name.clone(),
             request_id: request_id.clone(),
             log: Some(self.observed.clone()),
-            args: vec![self.spec.name.clone()],
+            args: self.args.clone(),
             env,
             stdin,
             memory_bytes: self.spec.limits.memory_bytes,

@@ -113,7 +113,6 @@ pub async fn handle(
         body_len: body.len(),
         remote,
         local,
-        pattern,
         matched: &matched,
     };
     let event = Event::Http { request, body };

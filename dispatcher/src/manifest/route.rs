@@ -40,6 +40,11 @@ pub struct RouteMatch {
 }
 
 impl RoutePattern {
+    /// The pattern as written in the manifest.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Parses a pattern, with an error message that says what was expected.
     pub fn parse(source: &str) -> Result<Self, String> {
         let expected = "expected a path such as \"/echo\", \"/orders/:id\" or \"/static/...\"";

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wasmtime::{Caller, Extern};
 
 use super::abi::{Errno, GuestMemory};
+use super::cstrings::CStrings;
 use super::fd::FdTable;
 use super::net_policy::NetPolicy;
 
@@ -57,10 +58,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 /// The state of one instance: everything its host calls can see.
 pub struct Host {
-    /// Program arguments, each without its NUL.
-    pub args: Vec<Vec<u8>>,
-    /// Environment as `KEY=VALUE` entries, each without its NUL.
-    pub env: Vec<Vec<u8>>,
+    /// Program arguments.
+    pub args: CStrings,
+    /// Environment as `KEY=VALUE` entries.
+    pub env: CStrings,
     /// Open descriptors: stdio now, sockets with the WasmEdge extension.
     pub fds: FdTable,
     /// The memory cap, consulted by wasmtime on every `memory.grow`.

@@ -14,6 +14,7 @@
 
 mod abi;
 mod cache;
+mod cstrings;
 mod engine;
 mod fd;
 mod host;
@@ -36,6 +37,7 @@ use wasmtime::{InstancePre, Module, Store, Strategy, UpdateDeadline};
 
 use cache::ModuleCache;
 pub use cache::{content_hash, Origin};
+pub use cstrings::CStrings;
 use engine::{LazyTier, Tier};
 pub use fd::LogSink;
 use fd::{FdTable, LogLines};
@@ -339,9 +341,9 @@ pub struct Invocation {
     /// Gets the guest's stderr lines besides the process log.
     pub log: Option<Arc<dyn LogSink>>,
     /// `argv`, starting with the program name.
-    pub args: Vec<String>,
+    pub args: CStrings,
     /// The environment, in order.
-    pub env: Vec<(String, String)>,
+    pub env: CStrings,
     /// The event's input, on stdin.
     pub stdin: Bytes,
     /// Linear memory cap in bytes.
@@ -385,17 +387,8 @@ impl Prepared {
         timings: &mut Timings,
     ) -> Result<Vec<u8>, InvokeError> {
         let host = Host {
-            args: inv.args.into_iter().map(String::into_bytes).collect(),
-            env: inv
-                .env
-                .into_iter()
-                .map(|(k, v)| {
-                    let mut e = k.into_bytes();
-                    e.push(b'=');
-                    e.extend_from_slice(v.as_bytes());
-                    e
-                })
-                .collect(),
+            args: inv.args,
+            env: inv.env,
             fds: FdTable::new(
                 inv.stdin,
                 inv.stdout_cap,

@@ -24,34 +24,43 @@ pub type Response = http::Response<Vec<u8>>;
 
 /// Reads the request the dispatcher handed to this instance.
 pub fn request() -> io::Result<Request> {
-    let var = |k: &str| std::env::var(k).unwrap_or_default();
-    let mut builder = http::Request::builder()
-        .method(var("REQUEST_METHOD").as_str())
-        .uri(uri_from_env());
+    // One pass over the environment: each `std::env::var` would scan all of it again.
+    let mut method = String::new();
+    let mut uri = String::new();
+    let mut content_type = String::new();
+    let mut content_length = 0;
+    let mut builder = http::Request::builder();
+    let mut has_content_type = false;
     for (key, value) in std::env::vars() {
         if let Some(name) = key.strip_prefix("HTTP_") {
             let name = name.to_ascii_lowercase().replace('_', "-");
+            has_content_type |= name == "content-type";
             builder = builder.header(name, value);
+            continue;
+        }
+        match key.as_str() {
+            "REQUEST_METHOD" => method = value,
+            "REQUEST_URI" => uri = value,
+            "CONTENT_TYPE" => content_type = value,
+            "CONTENT_LENGTH" => content_length = value.parse().unwrap_or(0),
+            _ => {}
         }
     }
-    let content_type = var("CONTENT_TYPE");
-    if !content_type.is_empty() {
+    if uri.is_empty() {
+        uri.push('/');
+    }
+    // The `Content-Type` header arrives as HTTP_CONTENT_TYPE too; CONTENT_TYPE alone (an
+    // invoke, a schedule) still gives the request one.
+    if !content_type.is_empty() && !has_content_type {
         builder = builder.header(http::header::CONTENT_TYPE, content_type);
     }
-    let mut body = Vec::with_capacity(var("CONTENT_LENGTH").parse().unwrap_or(0));
+    let mut body = Vec::with_capacity(content_length);
     io::stdin().lock().read_to_end(&mut body)?;
     builder
+        .method(method.as_str())
+        .uri(uri)
         .body(body)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-fn uri_from_env() -> String {
-    let path = std::env::var("REQUEST_URI").unwrap_or_else(|_| "/".into());
-    if path.is_empty() {
-        "/".into()
-    } else {
-        path
-    }
 }
 
 /// Writes `response` to stdout in CGI form, in one write.

@@ -15,6 +15,7 @@ use wasmtime::{Caller, Linker};
 
 use super::abi::wasi_types::{clockid, fdstat};
 use super::abi::{Errno, GuestMemory, GuestPtr, MODULE};
+use super::cstrings::CStrings;
 use super::fd::{Descriptor, RIGHTS};
 use super::host::{ret, with_mem, ExitCode, Host};
 
@@ -44,44 +45,33 @@ fn now_ns(id: u32) -> Result<u64, Errno> {
     }
 }
 
-/// The length of a NUL-terminated copy of `item`, as a guest size.
-fn c_len(item: &[u8]) -> Result<u32, Errno> {
-    u32::try_from(item.len())
-        .ok()
-        .and_then(|n| n.checked_add(1))
-        .ok_or(Errno::Inval)
-}
-
-/// Writes NUL-terminated `items` into a guest `argv`/`environ` pointer array and buffer.
+/// Writes `items` (NUL-terminated already) into a guest `argv`/`environ` buffer in one copy,
+/// then their addresses into the pointer array.
 fn write_strings(
     m: &mut GuestMemory<'_>,
-    items: &[Vec<u8>],
+    items: &CStrings,
     ptrs: GuestPtr,
     buf: GuestPtr,
 ) -> Result<(), Errno> {
-    let mut at = buf;
-    for (i, item) in items.iter().enumerate() {
-        let i = u32::try_from(i).map_err(|_| Errno::Inval)?;
+    let bytes = items.bytes();
+    let len = u32::try_from(bytes.len()).map_err(|_| Errno::Inval)?;
+    m.bytes_mut(buf, len)?.copy_from_slice(bytes);
+    for (i, start) in (0u32..).zip(items.starts()) {
+        // `start` < `len`, which fits a u32.
+        let at = buf.add(start as u32)?;
         m.write_u32(ptrs.element(i, 4)?, at.0)?;
-        let len = c_len(item)?;
-        let dst = m.bytes_mut(at, len)?;
-        dst[..item.len()].copy_from_slice(item);
-        dst[item.len()] = 0;
-        at = at.add(len)?;
     }
     Ok(())
 }
 
 fn write_sizes(
     m: &mut GuestMemory<'_>,
-    items: &[Vec<u8>],
+    items: &CStrings,
     count: GuestPtr,
     size: GuestPtr,
 ) -> Result<(), Errno> {
-    let total = items.iter().try_fold(0u32, |sum, i| {
-        sum.checked_add(c_len(i)?).ok_or(Errno::Inval)
-    })?;
-    m.write_u32(count, u32::try_from(items.len()).map_err(|_| Errno::Inval)?)?;
+    let total = u32::try_from(items.bytes().len()).map_err(|_| Errno::Inval)?;
+    m.write_u32(count, items.count())?;
     m.write_u32(size, total)
 }
 
@@ -310,7 +300,7 @@ mod tests {
     fn strings_are_nul_terminated() {
         let mut raw = vec![0xffu8; 64];
         let mut m = GuestMemory::new(&mut raw);
-        let items = vec![b"A=1".to_vec(), b"B=".to_vec()];
+        let items = CStrings::from_items(["A=1", "B="]);
         write_sizes(&mut m, &items, GuestPtr(0), GuestPtr(4)).unwrap();
         assert_eq!(m.read_u32(GuestPtr(0)), Ok(2));
         assert_eq!(m.read_u32(GuestPtr(4)), Ok(7));
@@ -324,7 +314,7 @@ mod tests {
     fn strings_out_of_memory_fault() {
         let mut raw = vec![0u8; 64];
         let mut m = GuestMemory::new(&mut raw);
-        let items = vec![b"A=1".to_vec(), b"B=".to_vec()];
+        let items = CStrings::from_items(["A=1", "B="]);
         // The buffer runs past the end.
         assert_eq!(
             write_strings(&mut m, &items, GuestPtr(0), GuestPtr(60)),
