@@ -91,9 +91,29 @@ pub struct RequestInfo<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub body_len: usize,
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
+    pub peer: &'a Peer,
     pub matched: &'a RouteMatch,
+}
+
+/// The two ends of a connection, with the text the CGI variables take from them made once
+/// per connection instead of once per request.
+#[derive(Debug)]
+pub struct Peer {
+    local: SocketAddr,
+    remote_ip: String,
+    local_ip: String,
+    local_port: String,
+}
+
+impl Peer {
+    pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+        Peer {
+            local,
+            remote_ip: remote.ip().to_string(),
+            local_ip: local.ip().to_string(),
+            local_port: local.port().to_string(),
+        }
+    }
 }
 
 /// What a function's environment has in common for every event, built once at deploy: the
@@ -235,14 +255,11 @@ fn request_env(req: &RequestInfo<'_>, request_id: &str, base: &EnvBase) -> CStri
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
-    match host_header.and_then(host_of) {
-        Some(host) => env.set("SERVER_NAME", host),
-        None => env.set_fmt("SERVER_NAME", format_args!("{}", req.local.ip())),
-    }
-    env.set_fmt("SERVER_PORT", format_args!("{}", req.local.port()));
-    let remote = req.remote.ip();
-    env.set_fmt("REMOTE_ADDR", format_args!("{remote}"));
-    env.set_fmt("REMOTE_HOST", format_args!("{remote}"));
+    let peer = req.peer;
+    env.set("SERVER_NAME", host_header.and_then(host_of).unwrap_or(&peer.local_ip));
+    env.set("SERVER_PORT", &peer.local_port);
+    env.set("REMOTE_ADDR", &peer.remote_ip);
+    env.set("REMOTE_HOST", &peer.remote_ip);
     env.set("REQUEST_METHOD", req.method.as_str());
     env.set("SCRIPT_NAME", &req.matched.script_name);
     let raw_path_info = &req.matched.raw_path_info;
@@ -272,7 +289,7 @@ fn request_env(req: &RequestInfo<'_>, request_id: &str, base: &EnvBase) -> CStri
         ),
         None => env.set_fmt(
             "X_FULL_URL",
-            format_args!("http://{}{path_and_query}", req.local),
+            format_args!("http://{}{path_and_query}", peer.local),
         ),
     }
     env.set("REQUEST_ID", request_id);
@@ -337,8 +354,10 @@ mod tests {
             uri: &uri,
             headers: &headers,
             body_len: 0,
-            remote: "10.0.0.1:5555".parse().unwrap(),
-            local: "127.0.0.1:8080".parse().unwrap(),
+            peer: &Peer::new(
+                "10.0.0.1:5555".parse().unwrap(),
+                "127.0.0.1:8080".parse().unwrap(),
+            ),
             matched: &matched,
         };
         let base = EnvBase::new(

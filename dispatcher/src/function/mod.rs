@@ -20,7 +20,7 @@ use crate::telemetry::{
 };
 
 pub use cgi::{explicit_status, parse_output};
-pub use event::{EnvBase, Event, RequestInfo};
+pub use event::{EnvBase, Event, Peer, RequestInfo};
 
 /// One deployed function.
 pub struct Function {

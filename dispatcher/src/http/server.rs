@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use super::admin;
 use super::response::Body;
 use super::state::{AppState, RequestCtx};
 use super::trigger;
+use crate::function::Peer;
 use crate::telemetry::{request_id, SpanKind};
 
 /// Serves HTTP on `listener` until `shutdown` resolves; then answers health with 503
@@ -59,9 +59,11 @@ pub async fn serve(
             () = &mut stop_accepting => break,
         };
         let state = state.clone();
+        let peer = Arc::new(Peer::new(remote, local));
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, remote, local).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req, &peer).await) }
         });
         let conn = http1_for(&stream).serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -143,8 +145,7 @@ async fn accept_failed(e: std::io::Error) {
 async fn handle(
     state: &AppState,
     req: Request<Incoming>,
-    remote: SocketAddr,
-    local: SocketAddr,
+    peer: &Peer,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -169,7 +170,7 @@ async fn handle(
     let (function, mut response) = if admin::is_admin_path(parts.uri.path()) {
         admin::handle(state, parts, body, &ctx).await
     } else {
-        trigger::handle(state, parts, body, remote, local, &ctx).await
+        trigger::handle(state, parts, body, peer, &ctx).await
     };
     let headers = response.headers_mut();
     if state.draining.load(Ordering::Relaxed) {

@@ -1,7 +1,6 @@
 //! The HTTP trigger: routes a request to its function, runs it in a fresh instance under the
 //! function's limits, and turns the outcome into a response.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
@@ -10,7 +9,7 @@ use hyper::body::Incoming;
 use super::body::{read_body, BodyError};
 use super::response::{error_response, respond, Body};
 use super::state::{AppState, RequestCtx};
-use crate::function::{Event, Function, RequestInfo};
+use crate::function::{Event, Function, Peer, RequestInfo};
 use crate::manifest::Lookup;
 use crate::telemetry::{traceparent, Finished, Trigger};
 
@@ -20,8 +19,7 @@ pub async fn handle(
     state: &AppState,
     mut parts: Parts,
     body: Incoming,
-    remote: SocketAddr,
-    local: SocketAddr,
+    peer: &Peer,
     ctx: &RequestCtx,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let routing = ctx.trace.as_ref().map(|_| std::time::SystemTime::now());
@@ -111,8 +109,7 @@ pub async fn handle(
         uri: &parts.uri,
         headers: &parts.headers,
         body_len: body.len(),
-        remote,
-        local,
+        peer,
         matched: &matched,
     };
     let event = Event::Http { request, body };

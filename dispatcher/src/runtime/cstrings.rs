@@ -7,7 +7,8 @@ use std::fmt;
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CStrings {
     bytes: Vec<u8>,
-    count: u32,
+    /// Where each string starts in `bytes`.
+    starts: Vec<u32>,
 }
 
 impl CStrings {
@@ -15,7 +16,7 @@ impl CStrings {
     pub fn with_capacity(bytes: usize) -> Self {
         CStrings {
             bytes: Vec::with_capacity(bytes),
-            count: 0,
+            starts: Vec::with_capacity(bytes / 16),
         }
     }
 
@@ -40,12 +41,14 @@ impl CStrings {
     /// Appends one string. A NUL inside `item` is dropped (the guest would see the entry end
     /// there).
     pub fn push(&mut self, item: &[u8]) {
+        self.begin();
         self.extend_clean(item);
         self.end();
     }
 
     /// Appends `key=value`.
     pub fn push_var(&mut self, key: &str, value: &[u8]) {
+        self.begin();
         self.extend_clean(key.as_bytes());
         self.bytes.push(b'=');
         self.extend_clean(value);
@@ -54,6 +57,7 @@ impl CStrings {
 
     /// Appends `key=` and the formatted value, without an intermediate `String`.
     pub fn push_var_fmt(&mut self, key: &str, value: fmt::Arguments<'_>) {
+        self.begin();
         self.extend_clean(key.as_bytes());
         self.bytes.push(b'=');
         let start = self.bytes.len();
@@ -68,13 +72,15 @@ impl CStrings {
 
     /// Appends every entry of `other`.
     pub fn append(&mut self, other: &CStrings) {
+        let offset = self.len();
+        self.starts.extend(other.starts.iter().map(|s| s + offset));
         self.bytes.extend_from_slice(&other.bytes);
-        self.count += other.count;
     }
 
     /// How many strings.
     pub fn count(&self) -> u32 {
-        self.count
+        // At most one per byte, and the bytes fit a u32 (see `begin`).
+        self.starts.len() as u32
     }
 
     /// The buffer: every string with its NUL.
@@ -83,22 +89,14 @@ impl CStrings {
     }
 
     /// The offset in [`CStrings::bytes`] at which each string starts.
-    pub fn starts(&self) -> impl Iterator<Item = usize> + '_ {
-        std::iter::once(0)
-            .chain(
-                self.bytes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &b)| b == 0)
-                    .map(|(i, _)| i + 1),
-            )
-            .take(self.count as usize)
+    pub fn starts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.starts.iter().copied()
     }
 
     /// The strings, without their NULs.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let body = self.bytes.strip_suffix(&[0]).unwrap_or(&self.bytes);
-        body.split(|&b| b == 0).take(self.count as usize)
+        body.split(|&b| b == 0).take(self.starts.len())
     }
 
     /// The value of `key`, if an entry `key=...` is present (the last one wins).
@@ -119,9 +117,17 @@ impl CStrings {
         }
     }
 
+    fn len(&self) -> u32 {
+        // Saturates: past 4 GiB `environ_sizes_get` refuses the whole buffer anyway.
+        u32::try_from(self.bytes.len()).unwrap_or(u32::MAX)
+    }
+
+    fn begin(&mut self) {
+        self.starts.push(self.len());
+    }
+
     fn end(&mut self) {
         self.bytes.push(0);
-        self.count += 1;
     }
 }
 

@@ -57,8 +57,7 @@ fn write_strings(
     let len = u32::try_from(bytes.len()).map_err(|_| Errno::Inval)?;
     m.bytes_mut(buf, len)?.copy_from_slice(bytes);
     for (i, start) in (0u32..).zip(items.starts()) {
-        // `start` < `len`, which fits a u32.
-        let at = buf.add(start as u32)?;
+        let at = buf.add(start)?;
         m.write_u32(ptrs.element(i, 4)?, at.0)?;
     }
     Ok(())
