@@ -66,7 +66,9 @@ pub fn request() -> io::Result<Request> {
 /// Writes `response` to stdout in CGI form, in one write.
 pub fn respond(response: &Response) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 + response.body().len());
-    write!(out, "Status: {}\n", response.status().as_u16())?;
+    out.extend_from_slice(b"Status: ");
+    out.extend_from_slice(response.status().as_str().as_bytes());
+    out.push(b'\n');
     for (name, value) in response.headers() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
