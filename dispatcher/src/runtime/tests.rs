@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::abi::Errno;
-use super::{Compile, Invocation, NetPolicy, Runtime, RuntimeConfig};
+use super::{CStrings, Compile, Invocation, NetPolicy, Runtime, RuntimeConfig};
 
 /// Calls host functions with bad arguments and answers with one byte per result.
 const BAD_ARGUMENTS: &str = r#"(module
