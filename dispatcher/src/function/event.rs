@@ -256,7 +256,10 @@ fn request_env(req: &RequestInfo<'_>, request_id: &str, base: &EnvBase) -> CStri
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
     let peer = req.peer;
-    env.set("SERVER_NAME", host_header.and_then(host_of).unwrap_or(&peer.local_ip));
+    env.set(
+        "SERVER_NAME",
+        host_header.and_then(host_of).unwrap_or(&peer.local_ip),
+    );
     env.set("SERVER_PORT", &peer.local_port);
     env.set("REMOTE_ADDR", &peer.remote_ip);
     env.set("REMOTE_HOST", &peer.remote_ip);
@@ -367,7 +370,10 @@ mod tests {
         let env = request_env(&info, "id-1", &base);
         let get = |k: &str| env.get(k);
         assert_eq!(get("HTTP_X_TOKEN"), Some("operator"));
-        let token = env.iter().filter(|e| e.starts_with(b"HTTP_X_TOKEN=")).count();
+        let token = env
+            .iter()
+            .filter(|e| e.starts_with(b"HTTP_X_TOKEN="))
+            .count();
         assert_eq!(token, 1);
         assert_eq!(get("HTTP_ACCEPT"), Some("a, b"));
         assert_eq!(get("HTTP_PROXY"), None);
@@ -401,7 +407,14 @@ mod tests {
     #[test]
     fn other_events_have_the_manifest_env_last() {
         let base = EnvBase::new(&[("TRIGGER".into(), "mine".into())], None);
-        let env = event_env("invoke", &[("REQUEST_ID", "r")], 3, "text/plain", "a=1", &base);
+        let env = event_env(
+            "invoke",
+            &[("REQUEST_ID", "r")],
+            3,
+            "text/plain",
+            "a=1",
+            &base,
+        );
         assert_eq!(env.get("TRIGGER"), Some("mine"));
         assert_eq!(env.iter().filter(|e| e.starts_with(b"TRIGGER=")).count(), 1);
         assert_eq!(env.get("REQUEST_URI"), Some("/?a=1"));

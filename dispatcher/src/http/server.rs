@@ -142,11 +142,7 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 /// Handles one request and logs one line for it.
-async fn handle(
-    state: &AppState,
-    req: Request<Incoming>,
-    peer: &Peer,
-) -> Response<Body> {
+async fn handle(state: &AppState, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();

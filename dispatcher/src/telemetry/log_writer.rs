@@ -162,7 +162,10 @@ mod tests {
         w.write_all(b"two\n").unwrap();
         let deadline = std::time::Instant::now() + FLUSH_EVERY * 50;
         while seen.0.lock().unwrap().len() < 8 {
-            assert!(std::time::Instant::now() < deadline, "lines were not flushed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "lines were not flushed"
+            );
             std::thread::sleep(FLUSH_EVERY / 4);
         }
         assert_eq!(&seen.0.lock().unwrap()[..], b"one\ntwo\n");

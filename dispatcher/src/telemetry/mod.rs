@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::KeyValue;
 
 use crate::api::LogSource;
-use metrics::{secs, PerTrigger};
 pub use log_writer::{BatchedLog, FlushGuard};
+use metrics::{secs, PerTrigger};
 pub use metrics::{ActionLabels, FireLabels, Metrics, Name, PoolMetrics, ScheduleLabels};
 pub use opentelemetry::trace::SpanKind;
 pub use opentelemetry::Context as TraceContext;
