@@ -67,6 +67,19 @@ enum Command {
         /// After that, seconds to wait for requests and runs in flight before closing them.
         #[arg(long, env = "DISPATCHER_DRAIN_TIMEOUT", default_value = "10", value_parser = seconds)]
         drain_timeout: std::time::Duration,
+        /// Seconds a client has to send a request's headers; a keep-alive connection idle
+        /// that long is closed too.
+        #[arg(long, env = "DISPATCHER_HEADER_TIMEOUT", default_value = "30", value_parser = positive_seconds)]
+        header_timeout: std::time::Duration,
+        /// Seconds a request body may take (plus one per 64 KiB received; slower gets 408),
+        /// and that a response may wait for its client to read it.
+        #[arg(long, env = "DISPATCHER_BODY_TIMEOUT", default_value = "30", value_parser = positive_seconds)]
+        body_timeout: std::time::Duration,
+        /// Client connections open at once; past it new ones get 503 (lowered to what the
+        /// descriptor limit, `ulimit -n`, leaves room for).
+        #[arg(long, env = "DISPATCHER_MAX_CONNECTIONS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
         /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
         #[arg(long, env = "DISPATCHER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
@@ -259,6 +272,14 @@ fn seconds(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("`{text}` is not a number of seconds between 0 and 3600"))
 }
 
+/// A number of seconds above 0 and at most 3600.
+fn positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    seconds(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds above 0 and at most 3600"))
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -272,6 +293,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db_pool_size,
             drain_delay,
             drain_timeout,
+            header_timeout,
+            body_timeout,
+            max_connections,
             metrics_listen,
             db,
         } => {
@@ -286,6 +310,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_deploy_bytes: max_deploy,
                     drain_delay,
                     drain_timeout,
+                    header_timeout,
+                    body_timeout,
+                    max_connections: max_connections as usize,
                     ..crate::http::HttpConfig::default()
                 },
                 db_pool: crate::platform::PoolConfig {

@@ -18,7 +18,7 @@
 //! Every other call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`; without that
 //! variable the API is off (404).
 
-use std::convert::Infallible;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,7 +26,9 @@ use bytes::Bytes;
 use http::{header, request::Parts, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::body::{read_body, BodyError};
+use super::body::read_body;
+use super::deploy_form::{parse_boundary, parse_form};
+use super::refusals::{Refusal, Refusals, Refused};
 use super::response::{error_response, json, Body};
 use super::state::{AppState, RequestCtx};
 use super::{observe, ui};
@@ -107,12 +109,19 @@ fn deploy_error(e: DeployError) -> Response<Body> {
     }
 }
 
+/// Who sent an admin request, and the refusals counted so far.
+pub struct Caller<'a> {
+    pub ip: IpAddr,
+    pub refusals: &'a Refusals,
+}
+
 /// Handles one request under [`PREFIX`].
 pub async fn handle(
     state: &AppState,
     parts: Parts,
     body: Incoming,
     ctx: &RequestCtx,
+    caller: Caller<'_>,
 ) -> (Option<Arc<str>>, Response<Body>) {
     let path = parts.uri.path().to_string();
     if path == HEALTH {
@@ -143,19 +152,14 @@ pub async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        None => {
-            tracing::warn!(%path, "admin request without a token refused");
-            return (
-                None,
-                unauthorized("this call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`"),
-            );
-        }
-        Some(t) if !token.accepts(t.trim()) => {
-            tracing::warn!(%path, "admin request with a wrong token refused");
-            return (None, unauthorized("the admin token was rejected"));
-        }
-        Some(_) => {}
+    let refused = match given {
+        None => Some(Refused::NoToken),
+        Some(t) if !token.accepts(t.trim()) => Some(Refused::WrongToken),
+        Some(_) => None,
+    };
+    if let Some(why) = refused {
+        state.telemetry.unrouted("admin_refused");
+        return (None, refuse(&caller, &path, why));
     }
 
     let segments: Vec<&str> = path
@@ -208,6 +212,41 @@ pub async fn handle(
     (None, resp)
 }
 
+/// 401, or 429 for an address refused too often in the interval; the log gets the first
+/// refusal of a spell in full and then a count per interval (see [`Refusals`]).
+fn refuse(caller: &Caller<'_>, path: &str, why: Refused) -> Response<Body> {
+    let (how, message) = match why {
+        Refused::NoToken => (
+            "without a token",
+            "this call needs `Authorization: Bearer <DISPATCHER_ADMIN_TOKEN>`",
+        ),
+        Refused::WrongToken => ("with a wrong token", "the admin token was rejected"),
+    };
+    match caller.refusals.refuse(caller.ip, why) {
+        Refusal::Unauthorized { log } => {
+            if log {
+                tracing::warn!(%path, peer = %caller.ip, "admin request {how} refused");
+            }
+            unauthorized(message)
+        }
+        Refusal::TooMany { retry_after } => {
+            let mut resp = err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_refusals",
+                &format!(
+                    "{message}, and this address had more than {} admin requests refused in {} s: \
+                     retry in {retry_after} s with the right token",
+                    super::refusals::PER_ADDRESS,
+                    super::refusals::INTERVAL.as_secs()
+                ),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            resp
+        }
+    }
+}
+
 fn unauthorized(message: &str) -> Response<Body> {
     let mut resp = err(StatusCode::UNAUTHORIZED, "unauthorized", message);
     resp.headers_mut()
@@ -242,91 +281,31 @@ fn query_version(parts: &Parts) -> Result<Option<u32>, String> {
     Ok(None)
 }
 
-async fn read(parts: &Parts, body: Incoming, max: usize) -> Result<Bytes, Response<Body>> {
-    read_body(body, &parts.headers, max)
+async fn read(
+    state: &AppState,
+    parts: &Parts,
+    body: Incoming,
+    max: usize,
+) -> Result<Bytes, Response<Body>> {
+    let limits = state.config.body_limits(max);
+    read_body(body, &parts.headers, limits)
         .await
-        .map_err(|e| match e {
-            BodyError::TooLarge => err(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("the request body is larger than {max} bytes"),
-            ),
-            BodyError::Read(e) => err(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("the request body could not be read: {e}"),
-            ),
-        })
+        .map_err(|e| e.response(limits, None))
 }
-
-const DEPLOY_FORM: &str = "expected a multipart/form-data body with a `manifest` part (the manifest's TOML) and a `wasm` part (the module)";
 
 /// `POST /_dispatcher/functions`: one manifest and its module.
 async fn deploy(state: &AppState, parts: &Parts, body: Incoming) -> Response<Body> {
-    let boundary = match parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(multer::parse_boundary)
-    {
-        Some(Ok(b)) => b,
-        _ => return err(StatusCode::BAD_REQUEST, "bad_request", DEPLOY_FORM),
+    let boundary = match parse_boundary(parts.headers.get(header::CONTENT_TYPE)) {
+        Ok(b) => b,
+        Err(m) => return err(StatusCode::BAD_REQUEST, "bad_request", &m),
     };
-    let bytes = match read(parts, body, state.config.max_deploy_bytes).await {
+    let bytes = match read(state, parts, body, state.config.max_deploy_bytes).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, Infallible>(bytes) });
-    let mut form = multer::Multipart::new(stream, boundary);
-    let mut manifest: Option<(String, String)> = None;
-    let mut wasm: Option<Vec<u8>> = None;
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                return err(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("the form is malformed ({e}): {DEPLOY_FORM}"),
-                )
-            }
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        let file = field.file_name().map(str::to_string);
-        let data = match field.bytes().await {
-            Ok(d) => d,
-            Err(e) => {
-                return err(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("the form part `{name}` could not be read: {e}"),
-                )
-            }
-        };
-        match name.as_str() {
-            "manifest" => match String::from_utf8(data.to_vec()) {
-                Ok(text) => manifest = Some((file.unwrap_or_else(|| "manifest.toml".into()), text)),
-                Err(_) => {
-                    return err(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the `manifest` part is not UTF-8 text: expected the manifest's TOML",
-                    )
-                }
-            },
-            "wasm" => wasm = Some(data.to_vec()),
-            other => {
-                return err(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("unexpected form part `{other}`: {DEPLOY_FORM}"),
-                )
-            }
-        }
-    }
-    let (Some((label, manifest)), Some(wasm)) = (manifest, wasm) else {
-        return err(StatusCode::BAD_REQUEST, "bad_request", DEPLOY_FORM);
+    let form = match parse_form(bytes, boundary).await {
+        Ok(f) => f,
+        Err(m) => return err(StatusCode::BAD_REQUEST, "bad_request", &m),
     };
     let by = parts
         .headers
@@ -338,10 +317,10 @@ async fn deploy(state: &AppState, parts: &Parts, body: Incoming) -> Response<Bod
         .take(200)
         .collect::<String>();
     let upload = Upload {
-        manifest,
-        source: format!("api:{label}"),
-        label: PathBuf::from(label),
-        wasm,
+        manifest: form.manifest,
+        source: format!("api:{}", form.label),
+        label: PathBuf::from(form.label),
+        wasm: form.wasm,
         by,
     };
     match state.deployments.deploy(upload).await {
@@ -378,7 +357,7 @@ async fn invoke(
         );
     };
     let who = Some(function.name.clone());
-    let input = match read(parts, body, state.config.max_body_bytes).await {
+    let input = match read(state, parts, body, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => return (who, resp),
     };

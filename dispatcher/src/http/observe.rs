@@ -26,7 +26,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const RUNS_PER_SCHEDULE: u64 = 20;
 
 /// The value of `key` in the request's query, percent-decoded.
-fn query<'a>(parts: &'a Parts, key: &str) -> Option<String> {
+fn query(parts: &Parts, key: &str) -> Option<String> {
     parts.uri.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| crate::manifest::percent_decode(v))

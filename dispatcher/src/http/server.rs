@@ -1,5 +1,6 @@
-//! The HTTP listener: accepts connections, hands each request to the admin API or the
-//! trigger, logs one line per request, and drains on shutdown.
+//! The HTTP listener: accepts connections (up to a cap, each under time limits), hands each
+//! request to the admin API or the trigger, logs one line per request, and drains on
+//! shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,8 +17,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::admin;
-use super::response::Body;
-use super::state::{AppState, RequestCtx};
+use super::connection::{within_fd_limit, Slots, Stalling};
+use super::refusals::Refusals;
+use super::response::{error_response, Body};
+use super::state::{AppState, HttpConfig, RequestCtx};
+use super::tally::Tally;
 use super::trigger;
 use crate::function::Peer;
 use crate::telemetry::{request_id, SpanKind};
@@ -31,6 +35,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let config = &state.config;
+    let builder = http1_builder(config);
+    let slots = Slots::new(within_fd_limit(config.max_connections));
+    let refusals = Arc::new(Refusals::default());
+    let accept_errors = Tally::new("accept errors", Duration::from_secs(10));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     let stop_accepting = tokio::time::sleep(Duration::MAX);
@@ -41,7 +50,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_failed(&accept_errors, e).await;
                     continue;
                 }
             },
@@ -58,19 +67,31 @@ pub async fn serve(
             }
             () = &mut stop_accepting => break,
         };
+        let Some((stream, slot)) = slots.admit(stream) else {
+            continue;
+        };
         let state = state.clone();
+        let refusals = refusals.clone();
         let peer = Arc::new(Peer::new(remote, local));
         let service = service_fn(move |req| {
             let state = state.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, &peer).await) }
+            let refusals = refusals.clone();
+            async move {
+                let caller = admin::Caller {
+                    ip: remote.ip(),
+                    refusals: &refusals,
+                };
+                Ok::<_, Infallible>(handle(&state, req, &peer, caller).await)
+            }
         });
-        let conn = http1_for(&stream).serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(Stalling::new(nodelay(stream), config.body_timeout));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%remote, "connection ended: {e}");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -90,6 +111,10 @@ pub async fn serve(
 /// is up from the first moment, so probes and load balancers get an answer, not a hang.
 pub async fn while_starting<T>(listener: &TcpListener, starting: impl Future<Output = T>) -> T {
     tokio::pin!(starting);
+    let config = HttpConfig::default();
+    let builder = http1_builder(&config);
+    let slots = Slots::new(within_fd_limit(STARTING_CONNECTIONS));
+    let accept_errors = Tally::new("accept errors", Duration::from_secs(10));
     loop {
         let stream = tokio::select! {
             biased;
@@ -97,16 +122,19 @@ pub async fn while_starting<T>(listener: &TcpListener, starting: impl Future<Out
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_failed(&accept_errors, e).await;
                     continue;
                 }
             },
+        };
+        let Some((stream, slot)) = slots.admit(stream) else {
+            continue;
         };
         let service = service_fn(|req: Request<Incoming>| async move {
             let mut response = if req.uri().path() == admin::HEALTH {
                 admin::health("starting", 0, 0)
             } else {
-                super::response::error_response(
+                error_response(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "starting",
                     None,
@@ -118,33 +146,81 @@ pub async fn while_starting<T>(listener: &TcpListener, starting: impl Future<Out
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok::<_, Infallible>(response)
         });
-        let conn = http1_for(&stream).serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(conn);
+        let io = TokioIo::new(Stalling::new(nodelay(stream), config.body_timeout));
+        let conn = builder.serve_connection(io, service);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(slot);
+        });
     }
 }
 
-/// The listener's HTTP/1.1 settings, for a connection whose Nagle is off.
-fn http1_for(stream: &TcpStream) -> http1::Builder {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("set_nodelay: {e}");
-    }
+/// Connections open at once while the replica is starting (each answered 503 at once).
+const STARTING_CONNECTIONS: usize = 1024;
+
+/// Longest request line and headers together: past it, 431 and the connection is closed.
+/// Also the most a connection buffers of a request's head, whatever its client sends.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// Longest path and query: past it, 414.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+
+/// The listener's HTTP/1.1 settings: hyper's limit of 100 headers (431 past it), a head of at
+/// most [`MAX_HEAD_BYTES`], and the header timeout, which also closes an idle keep-alive
+/// connection.
+fn http1_builder(config: &HttpConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(config.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
     builder
 }
 
-/// Out of descriptors and the like: back off instead of spinning.
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("accept failed: {e}");
+/// The stream with Nagle off: responses go out whole, at once.
+fn nodelay(stream: TcpStream) -> TcpStream {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("set_nodelay: {e}");
+    }
+    stream
+}
+
+/// Out of descriptors and the like: back off instead of spinning, and say so once per spell.
+async fn accept_failed(tally: &Arc<Tally>, e: std::io::Error) {
+    if tally.note() {
+        tracing::warn!("accept failed: {e}");
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Handles one request and logs one line for it.
-async fn handle(state: &AppState, req: Request<Incoming>, peer: &Peer) -> Response<Body> {
+async fn handle(
+    state: &AppState,
+    req: Request<Incoming>,
+    peer: &Peer,
+    caller: admin::Caller<'_>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        let message = format!(
+            "the request's path and query are {uri_len} bytes long: at most {MAX_URI_BYTES} are accepted"
+        );
+        let mut resp = error_response(
+            http::StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            None,
+            &message,
+        );
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        state.telemetry.unrouted("uri_too_long");
+        tracing::info!(target: "request", %method, status = 414, uri_len, "request refused");
+        return resp;
+    }
     let path = req.uri().path().to_string();
     let (parts, body) = req.into_parts();
     let ctx = RequestCtx {
@@ -164,7 +240,7 @@ async fn handle(state: &AppState, req: Request<Incoming>, peer: &Peer) -> Respon
         }),
     };
     let (function, mut response) = if admin::is_admin_path(parts.uri.path()) {
-        admin::handle(state, parts, body, &ctx).await
+        admin::handle(state, parts, body, &ctx, caller).await
     } else {
         trigger::handle(state, parts, body, peer, &ctx).await
     };

@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::body::BodyLimits;
 use super::token::AdminToken;
 use crate::deploy::Deployments;
 use crate::telemetry::{Active, Telemetry};
@@ -24,6 +25,17 @@ pub struct HttpConfig {
     pub drain_timeout: Duration,
     /// Largest deploy request (manifest and module) the admin API accepts.
     pub max_deploy_bytes: usize,
+    /// How long a client has to send a request's line and headers, counted from the moment
+    /// the connection is ready for one: a slow client is closed after it, and so is a
+    /// keep-alive connection idle that long.
+    pub header_timeout: Duration,
+    /// How long a request body may take (plus a second per 64 KiB received; slower gets
+    /// 408), and how long a response may wait for the client to read it before the
+    /// connection is closed.
+    pub body_timeout: Duration,
+    /// Client connections open at once; past it, new ones get 503 and are closed. Lowered to
+    /// what the process's descriptor limit leaves room for.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -35,6 +47,9 @@ impl Default for HttpConfig {
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
             max_deploy_bytes: 256 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -60,6 +75,16 @@ pub struct RequestCtx {
     pub id: Arc<str>,
     /// Its span, when traces are exported.
     pub trace: Option<Active>,
+}
+
+impl HttpConfig {
+    /// The limits on a request body of at most `max` bytes.
+    pub fn body_limits(&self, max: usize) -> BodyLimits {
+        BodyLimits {
+            max,
+            timeout: self.body_timeout,
+        }
+    }
 }
 
 impl AppState {

@@ -83,24 +83,18 @@ pub async fn handle(
         }
     }
     let name = Some(function.name.clone());
-    let fail =
-        |status, kind, message: &str| error_response(status, kind, Some(&function.name), message);
-
-    let max = state.config.max_body_bytes;
-    let body = match read_body(body, &parts.headers, max).await {
+    let limits = state.config.body_limits(state.config.max_body_bytes);
+    let body = match read_body(body, &parts.headers, limits).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
-            state.telemetry.unrouted("body_too_large");
-            let msg = format!("the request body is larger than {max} bytes");
-            return (
-                name,
-                fail(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &msg),
-            );
-        }
-        Err(BodyError::Read(e)) => {
-            tracing::debug!(function = %function.name, "reading the request body failed: {e}");
-            let msg = "the request body could not be read";
-            return (name, fail(StatusCode::BAD_REQUEST, "bad_request", msg));
+        Err(e) => {
+            match &e {
+                BodyError::TooLarge => state.telemetry.unrouted("body_too_large"),
+                BodyError::TimedOut => state.telemetry.unrouted("body_timeout"),
+                BodyError::Read(e) => {
+                    tracing::debug!(function = %function.name, "reading the request body failed: {e}");
+                }
+            }
+            return (name, e.response(limits, Some(&function.name)));
         }
     };
 
