@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use dispatcher::runtime::{CStrings, Invocation, NetPolicy, Runtime, RuntimeConfig};
+use dispatcher::runtime::{CStrings, Caps, Invocation, NetPolicy, Runtime, RuntimeConfig};
 
 use super::Section;
 use crate::artifacts::Artifacts;
@@ -148,10 +148,8 @@ fn time_invocations(
         stdin: stdin.clone(),
         memory_bytes: 128 << 20,
         timeout: Duration::from_secs(10),
-        max_sockets: 64,
-        max_pooled_sessions: 4,
+        caps: Caps::default(),
         sessions: None,
-        stdout_cap: 32 << 20,
         net: net.clone(),
     };
     let samples = tokio.block_on(async {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::api::Version;
-use crate::manifest::FunctionSpec;
-use crate::runtime::{CStrings, Invocation, InvokeError, Prepared, Timings};
+use crate::manifest::{FunctionSpec, Limits};
+use crate::runtime::{CStrings, Caps, Invocation, InvokeError, Prepared, Timings};
 use crate::telemetry::{
     Finished, FunctionTelemetry, InvocationSessions, Report, SessionTag, Telemetry, TraceContext,
     Trigger,
@@ -78,7 +78,20 @@ impl RunError {
             RunError::Invoke(InvokeError::OutputLimit(_)) => Outcome::OutputLimit,
             RunError::Invoke(InvokeError::Exit(_)) => Outcome::Exit,
             RunError::Invoke(InvokeError::Trap(_)) => Outcome::Trap,
+            RunError::Invoke(InvokeError::HostPanic(_)) => Outcome::HostError,
         }
+    }
+}
+
+/// What the manifest's limits let one instance hold and use.
+fn caps(limits: &Limits, stdout_bytes: usize) -> Caps {
+    Caps {
+        sockets: limits.max_sockets as usize,
+        connections: limits.max_connections as usize,
+        pooled_sessions: limits.max_db_sessions as usize,
+        lookups: limits.max_lookups as usize,
+        stdout_bytes,
+        log_bytes: (limits.max_log_kb as usize) << 10,
     }
 }
 
@@ -164,10 +177,8 @@ impl Function {
             stdin,
             memory_bytes: self.spec.limits.memory_bytes,
             timeout: self.spec.limits.timeout,
-            max_sockets: self.spec.limits.max_sockets as usize,
-            max_pooled_sessions: self.spec.limits.max_db_sessions as usize,
+            caps: caps(&self.spec.limits, config.max_output_bytes),
             sessions,
-            stdout_cap: config.max_output_bytes,
             net: self.spec.network.clone(),
         };
         let mut timings = Timings::default();

@@ -69,6 +69,10 @@ pub fn respond(
                 RunError::Invoke(InvokeError::Trap(_)) => {
                     (StatusCode::BAD_GATEWAY, "the function crashed")
                 }
+                RunError::Invoke(InvokeError::HostPanic(_)) => (
+                    StatusCode::BAD_GATEWAY,
+                    "the platform failed while running the function (see its log)",
+                ),
                 RunError::Invoke(InvokeError::Capacity(_)) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no instance could be started; retry shortly",

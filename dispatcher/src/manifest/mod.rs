@@ -33,4 +33,4 @@ pub use load::{load_dir, load_file};
 pub use parse::{parse_manifest, WasmSource};
 pub use route::{percent_decode, Lookup, RouteMatch, RoutePattern, RouteTable};
 pub use schedule::{backoff, CatchUp, Overlap, ScheduleSpec, CATCH_UP_WINDOW};
-pub use spec::FunctionSpec;
+pub use spec::{FunctionSpec, Limits};

@@ -10,8 +10,8 @@ use super::raw::{RawLimits, RawManifest};
 use super::route::RoutePattern;
 use super::schedule::ScheduleSpec;
 use super::spec::{
-    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_DB_SESSIONS, MAX_MEMORY_MB,
-    MAX_SOCKETS, MAX_TIMEOUT_MS,
+    FunctionSpec, HttpTriggerSpec, Limits, MAX_CONCURRENCY, MAX_DB_SESSIONS, MAX_LOG_KB,
+    MAX_LOOKUPS, MAX_MEMORY_MB, MAX_SOCKETS, MAX_TIMEOUT_MS,
 };
 use crate::runtime::{Endpoint, NetPolicy};
 
@@ -256,7 +256,7 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
     ) {
         limits.timeout = Duration::from_millis(ms);
     }
-    let counts: [(&str, Option<i64>, u32, &str, &mut u32); 3] = [
+    let counts: [(&str, Option<i64>, u32, &str, &mut u32); 6] = [
         (
             "limits.max_concurrency",
             raw.max_concurrency,
@@ -277,6 +277,27 @@ fn parse_limits(raw: &RawLimits, err: &mut dyn FnMut(&str, String)) -> Limits {
             MAX_DB_SESSIONS,
             "sessions",
             &mut limits.max_db_sessions,
+        ),
+        (
+            "limits.max_connections",
+            raw.max_connections,
+            MAX_SOCKETS,
+            "connections",
+            &mut limits.max_connections,
+        ),
+        (
+            "limits.max_lookups",
+            raw.max_lookups,
+            MAX_LOOKUPS,
+            "look-ups",
+            &mut limits.max_lookups,
+        ),
+        (
+            "limits.max_log_kb",
+            raw.max_log_kb,
+            MAX_LOG_KB,
+            "KiB",
+            &mut limits.max_log_kb,
         ),
     ];
     for (field, value, max, unit, into) in counts {
@@ -372,11 +393,16 @@ mod tests {
             max_concurrency: Some(100_000),
             max_sockets: None,
             max_db_sessions: None,
+            max_connections: Some(0),
+            max_lookups: None,
+            max_log_kb: Some(100_000),
         };
         let l = parse_limits(&raw, &mut |f, m| errs.push(format!("{f}: {m}")));
         assert_eq!(l.timeout, Duration::from_millis(5));
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
         assert!(errs[0].starts_with("limits.memory_mb: 0 is out of range"));
         assert!(errs[1].starts_with("limits.max_concurrency"));
+        assert!(errs[2].starts_with("limits.max_connections: 0 is out of range"));
+        assert!(errs[3].starts_with("limits.max_log_kb: 100000 is out of range"));
     }
 }

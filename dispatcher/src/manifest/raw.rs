@@ -75,4 +75,10 @@ pub(super) struct RawLimits {
     pub(super) max_sockets: Option<i64>,
     /// `max_db_sessions = 4`: pooled database sessions one instance may hold at once.
     pub(super) max_db_sessions: Option<i64>,
+    /// `max_connections = 32`: outbound connections one instance may hold open at once.
+    pub(super) max_connections: Option<i64>,
+    /// `max_lookups = 32`: name look-ups in one invocation.
+    pub(super) max_lookups: Option<i64>,
+    /// `max_log_kb = 1024`: stderr of one invocation kept in the log.
+    pub(super) max_log_kb: Option<i64>,
 }

@@ -30,6 +30,16 @@ pub const MAX_SOCKETS: u32 = 4096;
 pub const DEFAULT_MAX_DB_SESSIONS: u32 = 4;
 /// Largest per-instance database session cap a manifest may ask for.
 pub const MAX_DB_SESSIONS: u32 = 64;
+/// Default number of outbound connections one instance may hold open.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
+/// Default number of name look-ups in one invocation.
+pub const DEFAULT_MAX_LOOKUPS: u32 = 32;
+/// Largest look-up cap a manifest may ask for.
+pub const MAX_LOOKUPS: u32 = 4096;
+/// Default stderr bytes of one invocation kept in the log, in KiB.
+pub const DEFAULT_MAX_LOG_KB: u32 = 1024;
+/// Largest stderr cap a manifest may ask for, in KiB.
+pub const MAX_LOG_KB: u32 = 64 << 10;
 
 /// A validated function, ready to be compiled and served.
 #[derive(Debug, Clone)]
@@ -82,6 +92,12 @@ pub struct Limits {
     pub max_sockets: u32,
     /// Pooled database sessions one instance may hold at once.
     pub max_db_sessions: u32,
+    /// Outbound connections one instance may hold open at once.
+    pub max_connections: u32,
+    /// Name look-ups in one invocation.
+    pub max_lookups: u32,
+    /// Stderr bytes of one invocation kept in the log, in KiB.
+    pub max_log_kb: u32,
 }
 
 impl Default for Limits {
@@ -92,6 +108,9 @@ impl Default for Limits {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             max_sockets: DEFAULT_MAX_SOCKETS,
             max_db_sessions: DEFAULT_MAX_DB_SESSIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_lookups: DEFAULT_MAX_LOOKUPS,
+            max_log_kb: DEFAULT_MAX_LOG_KB,
         }
     }
 }

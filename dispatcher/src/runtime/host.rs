@@ -56,6 +56,43 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// What one instance may hold or use, besides memory and time: past each cap the call that
+/// would pass it fails with an error code (and one log line per invocation), never the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Sockets open at once (listening, connected or not yet either). Past it `sock_open` and
+    /// `sock_accept` give `EMFILE`. The only descriptors besides stdio, so this caps those too.
+    pub sockets: usize,
+    /// Outbound connections open at once (connected, or connecting: a connect waits in the
+    /// host call, so one instance has at most one in progress). Past it `sock_connect` gives
+    /// `EMFILE`.
+    pub connections: usize,
+    /// Sessions with endpoints the host serves (database pools) at once; past it a connect to
+    /// one gives `ECONNREFUSED`.
+    pub pooled_sessions: usize,
+    /// Name look-ups (`sock_getaddrinfo` of a name, not of an address literal) in the whole
+    /// invocation; past it they give `EAGAIN`.
+    pub lookups: usize,
+    /// Bytes the guest may write to stdout; one more fails the invocation (`output_limit`).
+    pub stdout_bytes: usize,
+    /// Bytes of stderr forwarded to the log; the rest is dropped and counted in one line.
+    pub log_bytes: usize,
+}
+
+impl Default for Caps {
+    /// The manifest's defaults (see `[limits]` in the README).
+    fn default() -> Self {
+        Caps {
+            sockets: 64,
+            connections: 32,
+            pooled_sessions: 4,
+            lookups: 32,
+            stdout_bytes: 32 << 20,
+            log_bytes: 1 << 20,
+        }
+    }
+}
+
 /// The state of one instance: everything its host calls can see.
 pub struct Host {
     /// Program arguments.
@@ -72,23 +109,56 @@ pub struct Host {
     pub net: Arc<NetPolicy>,
     /// `(name, ip)` pairs this instance's own lookups returned, for the allow-list.
     pub resolved: Vec<(String, IpAddr)>,
-    /// Most sockets open at once; past it `sock_open` and `sock_accept` give `EMFILE`.
-    pub max_sockets: usize,
-    /// Most sessions with endpoints the host serves (the database pool) at once; past it a
-    /// connect to one gives `ECONNREFUSED`.
-    pub max_pooled_sessions: usize,
+    /// What it may hold and use.
+    pub caps: Caps,
+    /// Name look-ups made so far.
+    pub lookups: usize,
+    /// Caps already reported in the log for this invocation (one line per cap).
+    pub reported: u8,
     /// Told of each session opened with an endpoint the host serves.
     pub sessions: Option<Arc<dyn super::HostSessions>>,
 }
 
-impl Host {
-    /// `EMFILE` when another socket would pass the instance's cap.
-    pub fn room_for_a_socket(&self) -> Result<(), Errno> {
-        if self.fds.sockets() >= self.max_sockets {
-            tracing::warn!(function = %self.function, max = self.max_sockets, "network: socket refused: the instance holds its `limits.max_sockets`");
-            return Err(Errno::Mfile);
+/// The caps a call can run into, for [`Host::refuse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    Sockets,
+    Connections,
+    PooledSessions,
+    Lookups,
+}
+
+impl Cap {
+    /// The manifest field that sets it, and the error code past it.
+    fn field_and_errno(self) -> (&'static str, Errno) {
+        match self {
+            Cap::Sockets => ("limits.max_sockets", Errno::Mfile),
+            Cap::Connections => ("limits.max_connections", Errno::Mfile),
+            Cap::PooledSessions => ("limits.max_db_sessions", Errno::Connrefused),
+            Cap::Lookups => ("limits.max_lookups", Errno::Again),
         }
-        Ok(())
+    }
+}
+
+impl Host {
+    /// `Ok` while `used` is under `max`; else the cap's error code, and (the first time in
+    /// this invocation) a log line naming the cap.
+    pub fn within(&mut self, cap: Cap, used: usize, max: usize) -> Result<(), Errno> {
+        if used < max {
+            return Ok(());
+        }
+        let (field, errno) = cap.field_and_errno();
+        let bit = 1u8 << (cap as u8);
+        if self.reported & bit == 0 {
+            self.reported |= bit;
+            tracing::warn!(function = %self.function, max, "refused: the instance holds its `{field}` (reported once per invocation)");
+        }
+        Err(errno)
+    }
+
+    /// `EMFILE` when another socket would pass the instance's cap.
+    pub fn room_for_a_socket(&mut self) -> Result<(), Errno> {
+        self.within(Cap::Sockets, self.fds.sockets(), self.caps.sockets)
     }
 }
 

@@ -11,13 +11,23 @@ use super::{preview1, sockets};
 /// Defines every host call, with WasmEdge's two-argument `sock_accept`.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     preview1::add_to_linker(linker)?;
+    #[cfg(test)]
+    linker.func_wrap(MODULE, TEST_PANIC, |_: wasmtime::Caller<'_, Host>| -> i32 {
+        panic!("a host call's own bug")
+    })?;
     sockets::add_to_linker(linker)
 }
+
+/// A host call that panics, for the runtime's tests of what a panic in the host does.
+#[cfg(test)]
+pub const TEST_PANIC: &str = "dispatcher_test_panic";
 
 /// Whether the host defines this `wasi_snapshot_preview1` function (preview1 subset or socket
 /// extension).
 pub fn provides(name: &str) -> bool {
-    preview1::PROVIDED.contains(&name) || sockets::PROVIDED.contains(&name)
+    preview1::PROVIDED.contains(&name)
+        || sockets::PROVIDED.contains(&name)
+        || (cfg!(test) && name == "dispatcher_test_panic")
 }
 
 /// Pre-links `module` against `linker` (which [`add_to_linker`] filled). A module that imports

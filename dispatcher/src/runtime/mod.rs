@@ -27,12 +27,14 @@ mod tests;
 mod tier;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use wasmtime::{InstancePre, Module, Store, Strategy, UpdateDeadline};
 
 use cache::ModuleCache;
@@ -41,6 +43,7 @@ pub use cstrings::CStrings;
 use engine::{LazyTier, Tier};
 pub use fd::LogSink;
 use fd::{FdTable, LogLines};
+pub use host::Caps;
 use host::{ExitCode, Host, MemoryLimiter};
 pub use net_policy::{Endpoint, NetPolicy};
 pub use tier::Foreground;
@@ -127,6 +130,10 @@ pub enum InvokeError {
     Trap(String),
     #[error("no instance slot was free: {0}")]
     Capacity(String),
+    /// A host call panicked: a bug in the host, not the guest's fault. Only this invocation
+    /// is lost; its instance is dropped.
+    #[error("the host failed while serving it: {0}")]
+    HostPanic(String),
 }
 
 /// A module's pre-linked code, swapped from baseline to optimized in place.
@@ -350,14 +357,10 @@ pub struct Invocation {
     pub memory_bytes: u64,
     /// Wall-clock limit.
     pub timeout: Duration,
-    /// Most sockets open at once.
-    pub max_sockets: usize,
-    /// Most sessions with endpoints the host serves (database pools) at once.
-    pub max_pooled_sessions: usize,
+    /// What the instance may hold and use.
+    pub caps: Caps,
     /// Told of each session opened with an endpoint the host serves.
     pub sessions: Option<Arc<dyn HostSessions>>,
-    /// Most bytes the guest may write to stdout.
-    pub stdout_cap: usize,
     /// Where the guest may connect and listen.
     pub net: Arc<NetPolicy>,
 }
@@ -391,8 +394,13 @@ impl Prepared {
             env: inv.env,
             fds: FdTable::new(
                 inv.stdin,
-                inv.stdout_cap,
-                LogLines::new(inv.function.clone(), inv.request_id, inv.log),
+                inv.caps.stdout_bytes,
+                LogLines::new(
+                    inv.function.clone(),
+                    inv.request_id,
+                    inv.log,
+                    inv.caps.log_bytes,
+                ),
             ),
             limiter: MemoryLimiter {
                 max_bytes: inv.memory_bytes as usize,
@@ -402,8 +410,9 @@ impl Prepared {
             function: inv.function,
             net: inv.net,
             resolved: Vec::new(),
-            max_sockets: inv.max_sockets,
-            max_pooled_sessions: inv.max_pooled_sessions,
+            caps: inv.caps,
+            lookups: 0,
+            reported: 0,
             sessions: inv.sessions,
         };
         // The code current now; a swap to optimized code affects the next invocation.
@@ -415,8 +424,17 @@ impl Prepared {
 
         let started = Instant::now();
         let mut instantiated = None;
-        let result =
-            tokio::time::timeout(inv.timeout, run(&pre, &mut store, &mut instantiated)).await;
+        // A panic in a host call unwinds through the guest's frames to here: it ends this
+        // invocation only (wasmtime leaves the store usable for dropping).
+        let running = tokio::time::timeout(inv.timeout, run(&pre, &mut store, &mut instantiated));
+        let result = match AssertUnwindSafe(running).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                tracing::error!(function = %store.data().function, "a host call panicked: {message}");
+                return Err(InvokeError::HostPanic(message));
+            }
+        };
         let instantiated = instantiated.unwrap_or_else(Instant::now);
         timings.instantiate = instantiated.saturating_duration_since(started);
         timings.guest = instantiated.elapsed();
@@ -447,6 +465,15 @@ impl Prepared {
             return Err(InvokeError::Exit(exit));
         }
         Ok(stdout.map(|c| c.data).unwrap_or_default())
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".into(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::abi::Errno;
-use super::{CStrings, Compile, Invocation, NetPolicy, Runtime, RuntimeConfig};
+use super::{CStrings, Caps, Compile, Invocation, InvokeError, NetPolicy, Runtime, RuntimeConfig};
 
 /// Calls host functions with bad arguments and answers with one byte per result.
 const BAD_ARGUMENTS: &str = r#"(module
@@ -64,10 +64,11 @@ fn invocation(name: &str) -> Invocation {
         stdin: Default::default(),
         memory_bytes: 16 << 20,
         timeout: Duration::from_secs(10),
-        max_sockets: 64,
-        max_pooled_sessions: 4,
+        caps: Caps {
+            stdout_bytes: 1 << 10,
+            ..Caps::default()
+        },
         sessions: None,
-        stdout_cap: 1 << 10,
         net: Arc::new(NetPolicy::default()),
     }
 }
@@ -164,10 +165,12 @@ async fn an_instance_holds_at_most_max_sockets() {
             stdin: Default::default(),
             memory_bytes: 16 << 20,
             timeout: Duration::from_secs(10),
-            max_sockets: 5,
-            max_pooled_sessions: 4,
+            caps: Caps {
+                sockets: 5,
+                stdout_bytes: 1 << 10,
+                ..Caps::default()
+            },
             sessions: None,
-            stdout_cap: 1 << 10,
             net: Arc::new(NetPolicy::default()),
         })
         .await
@@ -199,5 +202,37 @@ async fn a_spinning_guest_times_out_on_either_compiler() {
             result.map(|r| r.map(|_| ()))
         );
         assert!(started.elapsed() < Duration::from_secs(2), "{compile:?}");
+    }
+}
+
+/// Calls the test build's panicking host call (`linking::TEST_PANIC`).
+const PANICS_IN_THE_HOST: &str = r#"(module
+  (import "wasi_snapshot_preview1" "dispatcher_test_panic" (func $panic (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (call $panic))))"#;
+
+#[tokio::test]
+async fn a_panic_in_a_host_call_ends_that_invocation_only() {
+    for compile in [Compile::Baseline, Compile::Optimized] {
+        let rt = runtime(compile);
+        let panics = rt
+            .prepare(&wat::parse_str(PANICS_IN_THE_HOST).unwrap())
+            .unwrap();
+        let result = panics.invoke(invocation("panics")).await;
+        assert!(
+            matches!(&result, Err(InvokeError::HostPanic(m)) if m.contains("own bug")),
+            "{compile:?}: {result:?}"
+        );
+        // The runtime, its instance slots and other modules go on.
+        let spin = rt.prepare(&wat::parse_str(SPIN).unwrap()).unwrap();
+        for _ in 0..3 {
+            assert!(panics.invoke(invocation("panics")).await.is_err());
+        }
+        let mut inv = invocation("spin");
+        inv.timeout = Duration::from_millis(50);
+        assert!(matches!(
+            spin.invoke(inv).await,
+            Err(InvokeError::Timeout(_))
+        ));
     }
 }

@@ -57,10 +57,12 @@ pub enum Outcome {
     Exit,
     BadOutput,
     Overloaded,
+    /// The host failed (a panic in a host call): the platform's bug, not the function's.
+    HostError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::Timeout,
         Outcome::MemoryLimit,
@@ -69,6 +71,7 @@ impl Outcome {
         Outcome::Exit,
         Outcome::BadOutput,
         Outcome::Overloaded,
+        Outcome::HostError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Outcome {
             Outcome::Exit => "exit",
             Outcome::BadOutput => "bad_output",
             Outcome::Overloaded => "overloaded",
+            Outcome::HostError => "host_error",
         }
     }
 }

@@ -8,6 +8,7 @@ mod dashboard;
 mod dbpool;
 mod deploy;
 mod deploy_files;
+mod hostile;
 mod http;
 mod k8s;
 mod layout;

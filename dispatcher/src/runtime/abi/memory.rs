@@ -8,6 +8,10 @@ use std::ops::Range;
 use super::errno::Errno;
 use super::wasi_types::iovec;
 
+/// Most buffers one `fd_read`/`fd_write`/`sock_recv`/`sock_send` takes, as Linux's
+/// `IOV_MAX`: more is `EINVAL`, so a guest cannot make the host allocate for millions.
+pub const IOV_MAX: u32 = 1024;
+
 /// An address in a guest's linear memory (wasm32: a 32-bit offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GuestPtr(pub u32);
@@ -137,10 +141,13 @@ impl<'a> GuestMemory<'a> {
         self.range(ptr, bytes).map(drop)
     }
 
-    /// The buffers of an `iovec` array. `EINVAL` if their lengths add up to more than
-    /// `u32::MAX` (as POSIX readv/writev do when the total overflows), `EFAULT` if the array
-    /// is not in memory. The buffers themselves are checked when they are used.
+    /// The buffers of an `iovec` array. `EINVAL` for more than [`IOV_MAX`] of them or if
+    /// their lengths add up to more than `u32::MAX` (as POSIX readv/writev do), `EFAULT` if
+    /// the array is not in memory. The buffers themselves are checked when they are used.
     pub fn iovecs(&self, ptr: GuestPtr, count: u32) -> Result<Vec<Iovec>, Errno> {
+        if count > IOV_MAX {
+            return Err(Errno::Inval);
+        }
         self.check_array(ptr, count, iovec::SIZE)?;
         let mut total = 0u32;
         (0..count)
@@ -244,8 +251,9 @@ mod tests {
         assert_eq!(m.iovecs(GuestPtr(0), 0), Ok(vec![]));
         // The array itself must be in memory: 8 records of 8 bytes do not fit in 64 - 8.
         assert_eq!(m.iovecs(GuestPtr(8), 8), Err(Errno::Fault));
-        // A count whose array could not exist in any 32-bit memory.
+        // A count whose array could not exist in any 32-bit memory, or more than IOV_MAX.
         assert_eq!(m.iovecs(GuestPtr(0), u32::MAX), Err(Errno::Inval));
+        assert_eq!(m.iovecs(GuestPtr(0), IOV_MAX + 1), Err(Errno::Inval));
         // Lengths adding up past u32::MAX.
         m.write_u32(GuestPtr(4), u32::MAX).unwrap();
         m.write_u32(GuestPtr(12), 1).unwrap();

@@ -127,6 +127,14 @@ impl FdTable {
             .count()
     }
 
+    /// How many sockets are connecting or connected outbound.
+    pub fn connections(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|d| matches!(d, Some(Descriptor::Socket(s)) if s.outbound))
+            .count()
+    }
+
     /// How many sockets are open.
     pub fn sockets(&self) -> usize {
         self.slots
@@ -169,7 +177,7 @@ mod tests {
         FdTable::new(
             Bytes::from_static(b"abc"),
             10,
-            LogLines::new("f".into(), "r".into(), None),
+            LogLines::new("f".into(), "r".into(), None, 1 << 20),
         )
     }
 

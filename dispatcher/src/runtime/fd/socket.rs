@@ -33,6 +33,8 @@ pub struct Socket {
     pub reuse_addr: bool,
     /// Connected to an endpoint the host serves itself (a database session from the pool).
     pub pooled: bool,
+    /// Connecting or connected outbound (`sock_connect`, not `sock_accept`).
+    pub outbound: bool,
     /// Where it is in its life.
     pub state: SockState,
 }
@@ -66,6 +68,7 @@ impl Socket {
             send_timeout: None,
             reuse_addr: false,
             pooled: false,
+            outbound: false,
             state,
         }
     }

@@ -59,7 +59,8 @@ pub trait LogSink: Send + Sync + std::fmt::Debug {
 }
 
 /// Splits a byte stream into lines and logs each one, tagged with the function's name and
-/// the invocation's id.
+/// the invocation's id, up to a budget of bytes per invocation: past it the rest is dropped,
+/// and one line at the end says how much.
 #[derive(Debug)]
 pub struct LogLines {
     /// The function the lines come from.
@@ -70,22 +71,43 @@ pub struct LogLines {
     pub sink: Option<Arc<dyn LogSink>>,
     /// A line not yet ended by `\n`.
     pending: Vec<u8>,
+    /// Bytes that may still be logged.
+    budget: usize,
+    /// The budget it started with (`limits.max_log_bytes`).
+    cap: usize,
+    /// Bytes dropped past the budget.
+    dropped: u64,
 }
 
 /// Longest stderr line kept; the rest of a longer line is cut off in the log.
 const MAX_LOG_LINE: usize = 8 * 1024;
 
 impl LogLines {
-    pub fn new(function: Arc<str>, request_id: Arc<str>, sink: Option<Arc<dyn LogSink>>) -> Self {
+    pub fn new(
+        function: Arc<str>,
+        request_id: Arc<str>,
+        sink: Option<Arc<dyn LogSink>>,
+        cap: usize,
+    ) -> Self {
         LogLines {
             function,
             request_id,
             sink,
             pending: Vec::new(),
+            budget: cap,
+            cap,
+            dropped: 0,
         }
     }
 
-    pub fn write(&mut self, mut bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
+        let keep = bytes.len().min(self.budget);
+        self.budget -= keep;
+        self.dropped += (bytes.len() - keep) as u64;
+        self.write_lines(&bytes[..keep]);
+    }
+
+    fn write_lines(&mut self, mut bytes: &[u8]) {
         while let Some(i) = bytes.iter().position(|&b| b == b'\n') {
             self.push(&bytes[..i]);
             self.flush();
@@ -118,6 +140,16 @@ impl LogLines {
 impl Drop for LogLines {
     fn drop(&mut self) {
         self.flush();
+        if self.dropped > 0 {
+            let line = format!(
+                "stderr: {} bytes dropped past the invocation's `limits.max_log_bytes` ({} bytes)",
+                self.dropped, self.cap
+            );
+            tracing::warn!(request_id = %self.request_id, function = %self.function, "{line}");
+            if let Some(sink) = &self.sink {
+                sink.guest_line(&self.request_id, &line);
+            }
+        }
     }
 }
 
@@ -148,10 +180,23 @@ mod tests {
 
     #[test]
     fn long_log_lines_are_cut() {
-        let mut l = LogLines::new("f".into(), "r".into(), None);
+        let mut l = LogLines::new("f".into(), "r".into(), None, 1 << 20);
         l.write(&vec![b'x'; MAX_LOG_LINE + 10]);
         assert_eq!(l.pending.len(), MAX_LOG_LINE);
         l.write(b"\nnext");
         assert_eq!(l.pending, b"next");
+        assert_eq!(l.dropped, 0);
+    }
+
+    #[test]
+    fn past_the_budget_bytes_are_dropped_and_counted() {
+        let mut l = LogLines::new("f".into(), "r".into(), None, 10);
+        l.write(b"abcdef\n");
+        l.write(b"ghijkl\n");
+        assert_eq!(l.pending, b"ghi");
+        assert_eq!(l.dropped, 4);
+        l.write(&vec![b'x'; 1 << 20]);
+        assert_eq!(l.pending, b"ghi");
+        assert_eq!(l.dropped, 4 + (1 << 20));
     }
 }

@@ -61,13 +61,20 @@ fn parse_subscription(m: &GuestMemory<'_>, at: GuestPtr) -> Result<Subscription,
     }
 }
 
-/// The subscriptions of an array of `count`: `EINVAL` for a count no memory could hold,
+/// Most subscriptions one `poll_oneoff` takes; more is `EINVAL` (a guest waits on a
+/// handful: its sockets, stdin and one timer).
+pub const MAX_SUBSCRIPTIONS: u32 = 4096;
+
+/// The subscriptions of an array of `count`: `EINVAL` for more than [`MAX_SUBSCRIPTIONS`],
 /// `EFAULT` if the array is not all in memory.
 fn parse_subscriptions(
     m: &GuestMemory<'_>,
     subs: GuestPtr,
     count: u32,
 ) -> Result<Vec<Subscription>, Errno> {
+    if count > MAX_SUBSCRIPTIONS {
+        return Err(Errno::Inval);
+    }
     m.check_array(subs, count, subscription::SIZE)?;
     (0..count)
         .map(|i| parse_subscription(m, subs.element(i, subscription::SIZE)?))

@@ -9,7 +9,7 @@ use crate::runtime::abi::socket_types::{
     address_family, addrinfo, protocol, sockaddr, socket_type, wasi_address,
 };
 use crate::runtime::abi::{Errno, GuestMemory, GuestPtr};
-use crate::runtime::host::{with_mem, Host};
+use crate::runtime::host::{with_mem, Cap, Host};
 
 /// A port as the guest passes it (a `u32`): `EINVAL` past 65535, never truncated.
 pub fn port(raw: u32) -> Result<u16, Errno> {
@@ -95,6 +95,9 @@ fn write_addrinfo(m: &mut GuestMemory<'_>, rec: GuestPtr, ip: Ipv4Addr) -> Resul
     m.read_ptr(rec.add(addrinfo::NEXT)?)
 }
 
+/// The longest name `sock_getaddrinfo` looks up: DNS's limit.
+const MAX_NAME: usize = 253;
+
 /// `sock_getaddrinfo`: resolves `node` (only if the allow-list names it), remembers what it
 /// resolved to for the connect check, and fills up to `max` of the guest's records with the
 /// IPv4 addresses (the guest crates decode no others).
@@ -109,16 +112,22 @@ pub async fn getaddrinfo(
     let name = with_mem(c, |m, _| {
         let raw = m.bytes(node, node_len)?;
         let raw = raw.split(|&b| b == 0).next().unwrap_or_default();
+        // No host name is longer than 253 bytes (RFC 1035).
+        if raw.len() > MAX_NAME {
+            return Err(Errno::Inval);
+        }
         String::from_utf8(raw.to_vec()).map_err(|_| Errno::Inval)
     })?;
     let ips: Vec<IpAddr> = if let Ok(ip) = name.parse::<IpAddr>() {
         vec![ip]
     } else {
-        let host = c.data();
+        let host = c.data_mut();
         if !host.net.allows_name(&name) {
             tracing::warn!(function = %host.function, name, "network: name lookup denied: the name is not in the manifest's [network] allow list");
             return Err(Errno::Acces);
         }
+        host.within(Cap::Lookups, host.lookups, host.caps.lookups)?;
+        host.lookups += 1;
         match tokio::net::lookup_host((name.as_str(), 0)).await {
             Ok(addrs) => addrs.map(|a| a.ip()).collect(),
             Err(e) => {

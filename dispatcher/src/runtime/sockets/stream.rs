@@ -14,7 +14,7 @@ use super::address::read_socket_addr;
 use crate::runtime::abi::socket_types::riflags;
 use crate::runtime::abi::{Errno, GuestMemory, GuestPtr, Iovec};
 use crate::runtime::fd::{Descriptor, FdTable, SockKind, SockState, Socket};
-use crate::runtime::host::{with_mem, Host};
+use crate::runtime::host::{with_mem, Cap, Host};
 
 /// How long a connect may take before the guest gets `ETIMEDOUT`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,7 +50,7 @@ async fn within<R>(
 
 /// `sock_accept`: the next connection of a listening socket, as a new descriptor at `out`.
 pub async fn accept(c: &mut Caller<'_, Host>, fd: u32, out: GuestPtr) -> Result<(), Errno> {
-    c.data().room_for_a_socket()?;
+    c.data_mut().room_for_a_socket()?;
     let nonblocking = c.data_mut().fds.socket_mut(fd)?.nonblocking;
     let (stream, _peer) = poll_socket(&mut c.data_mut().fds, fd, |s, cx| {
         let SockState::Listening { listener, ready } = &mut s.state else {
@@ -86,16 +86,22 @@ pub async fn connect(
     port: u32,
 ) -> Result<(), Errno> {
     let (addr, socket, pooled) = with_mem(c, |m, h| {
+        // A descriptor that is no socket is told so before its address is looked at.
+        h.fds.socket_mut(fd)?;
         let addr = read_socket_addr(m, addr_ptr, port)?;
         if !h.net.allows_connect(addr, &h.resolved) {
             tracing::warn!(function = %h.function, %addr, "network: connection denied by the manifest's [network] allow list");
             return Err(Errno::Acces);
         }
         let redirect = h.net.redirect(addr, &h.resolved);
-        if redirect.is_some() && h.fds.pooled_sessions() >= h.max_pooled_sessions {
-            tracing::warn!(function = %h.function, %addr, max = h.max_pooled_sessions, "network: database session refused: the instance holds its `limits.max_db_sessions`");
-            return Err(Errno::Connrefused);
+        if redirect.is_some() {
+            h.within(
+                Cap::PooledSessions,
+                h.fds.pooled_sessions(),
+                h.caps.pooled_sessions,
+            )?;
         }
+        h.within(Cap::Connections, h.fds.connections(), h.caps.connections)?;
         let s = h.fds.socket_mut(fd)?;
         if s.v6 != addr.is_ipv6() {
             return Err(Errno::Afnosupport);
@@ -106,6 +112,7 @@ pub async fn connect(
             SockState::Udp => return Err(Errno::Notsup),
             _ => return Err(Errno::Inval),
         };
+        s.outbound = true;
         Ok(match redirect {
             // The host serves this endpoint itself: connect to its listener instead, with a
             // socket of the listener's family.
@@ -146,6 +153,7 @@ pub async fn connect(
             // Some guests ignore connect's result and wait to write: they must see the error
             // there too, so the socket stays failed (ready, with this error) until closed.
             s.state = SockState::Failed(e);
+            s.outbound = false;
             Err(e)
         }
     }
