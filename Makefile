@@ -15,7 +15,7 @@ NATIVE := --exclude dispatcher --exclude bench
 # minutes. bench/src/artifacts.rs and the Dockerfile use the same settings.
 WASM_PROFILE := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 
-.PHONY: all setup database functions dispatcher run test cluster-test bench profile check clean
+.PHONY: all setup database functions dispatcher run test cluster-test bench profile check fuzz fuzz-smoke clean
 
 all: functions dispatcher
 
@@ -51,6 +51,18 @@ bench: functions dispatcher database
 profile: setup
 	@scripts/profile.sh
 
+# Each fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS with cargo-fuzz, installed if
+# missing; prints executions and crashes (scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+# A short run of each target. Not part of `make test`: the fuzz build is a second cold build
+# of the dispatcher and wasmtime, with coverage instrumentation (18 minutes on 2 cores).
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke:
+	@FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) scripts/fuzz.sh
+
 clean:
 	$(CARGO) clean
-	rm -rf .dispatcher-cache
+	rm -rf .dispatcher-cache fuzz/target

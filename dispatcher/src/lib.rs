@@ -18,6 +18,9 @@ pub mod cli;
 mod dbpool;
 mod deploy;
 mod function;
+/// The fuzz targets' entry points (`fuzz/`, `make fuzz`).
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod manifest;
 pub mod platform;

@@ -1,0 +1,4 @@
+//! `cargo fuzz run manifest`: see `dispatcher::fuzzing::manifest`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| dispatcher::fuzzing::manifest(data));
