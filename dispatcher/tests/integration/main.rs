@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod clients;
 mod cluster;
 mod dashboard;
 mod dbpool;
