@@ -175,7 +175,11 @@ pub async fn recv(
     nread: GuestPtr,
     roflags: GuestPtr,
 ) -> Result<(), Errno> {
-    let buf = with_mem(c, |m, _| first_buffer(m, iovs, count))?;
+    // The descriptor first: `EBADF`/`ENOTSOCK` even when there is nothing to read into.
+    let buf = with_mem(c, |m, h| {
+        h.fds.socket_mut(fd)?;
+        first_buffer(m, iovs, count)
+    })?;
     let n = match buf {
         None => 0,
         Some(buf) if flags & riflags::PEEK != 0 => peek(c, fd, buf).await?,
@@ -196,7 +200,11 @@ pub async fn send(
     count: u32,
     nwritten: GuestPtr,
 ) -> Result<(), Errno> {
-    let n = match with_mem(c, |m, _| first_buffer(m, iovs, count))? {
+    let buf = with_mem(c, |m, h| {
+        h.fds.socket_mut(fd)?;
+        first_buffer(m, iovs, count)
+    })?;
+    let n = match buf {
         None => 0,
         Some(buf) => transfer(c, fd, buf, Direction::Write).await?,
     };
