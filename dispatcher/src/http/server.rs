@@ -4,10 +4,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -82,7 +84,7 @@ pub async fn serve(
                     ip: remote.ip(),
                     refusals: &refusals,
                 };
-                Ok::<_, Infallible>(handle(&state, req, &peer, caller).await)
+                Ok::<_, Infallible>(answer_or_500(handle(&state, req, &peer, caller)).await)
             }
         });
         let io = TokioIo::new(Stalling::new(nodelay(stream), config.body_timeout));
@@ -195,6 +197,28 @@ async fn accept_failed(tally: &Arc<Tally>, e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// The response `handling` gives, or a 500 (closing the connection) if it panics: a bug of
+/// the platform ends that request only, with a log line, and the listener serves on. (A panic
+/// in a host call is caught closer to it, as a 502 `host_error`: see the runtime.)
+async fn answer_or_500(handling: impl Future<Output = Response<Body>>) -> Response<Body> {
+    match AssertUnwindSafe(handling).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = crate::runtime::panic_message(&*panic);
+            tracing::error!("a request's handling panicked: {message}");
+            let mut resp = error_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                None,
+                "the platform failed while handling the request (see its log)",
+            );
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
 /// Handles one request and logs one line for it.
 async fn handle(
     state: &AppState,
@@ -275,4 +299,21 @@ async fn handle(
         t.end(active, attributes, error);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_that_closes_the_connection() {
+        let resp = answer_or_500(async { panic!("a handler's bug") }).await;
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()[http::header::CONNECTION], "close");
+        let ok = answer_or_500(async {
+            error_response(http::StatusCode::NOT_FOUND, "not_found", None, "none")
+        })
+        .await;
+        assert_eq!(ok.status(), 404);
+    }
 }
