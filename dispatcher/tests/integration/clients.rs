@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{client, probe, wait_until, wasm, Dispatcher, Options};
-use serde_json::Value;
+use crate::harness::{client, probe, wait_until, Dispatcher, Options};
 
+mod admin;
+
+/// The admin token of the dispatchers these tests start.
 const TOKEN: &str = "clients-test-token";
 
 /// A dispatcher serving `probe` at `/p`, with the admin API and `args` for `serve`.

@@ -122,6 +122,10 @@ async fn deploy(url: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, V
     (status, json)
 }
 
+/// What a malformed deploy is: its name, content type and body, and the status and words of
+/// the answer it must get.
+type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+
 #[tokio::test]
 async fn malformed_deploys_each_get_a_clear_4xx_and_the_platform_serves() {
     let dir = tempfile::tempdir().unwrap();
@@ -135,7 +139,7 @@ async fn malformed_deploys_each_get_a_clear_4xx_and_the_platform_serves() {
     let form_type = format!("multipart/form-data; boundary={B}");
     let ok_wasm = || part("wasm", Some("good.wasm"), b"\0asm\x01\0\0\0");
     let many_headers: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no content type", None, form(&[]), 400, "no Content-Type"),
         (
             "JSON",
