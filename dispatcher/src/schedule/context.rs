@@ -1,6 +1,6 @@
 //! What the schedule trigger's tasks share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,4 +25,13 @@ pub(super) struct Shared {
     pub(super) config: SchedulerConfig,
     /// Runs of each (function, schedule) in flight on this replica, for `overlap = "skip"`.
     pub(super) local_running: Mutex<HashMap<(String, String), u32>>,
+    /// Fires (by id) this replica runs or has not finished recording: never taken over here,
+    /// even once their lease has expired (the platform database was away, say).
+    pub(super) held: Mutex<HashSet<u64>>,
+}
+
+/// The maps and sets here are only inserted into, read and cleared: a panic elsewhere leaves
+/// them usable.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

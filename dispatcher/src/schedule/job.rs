@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
-use super::context::Shared;
+use super::context::{lock, Shared};
 use crate::api::FireStatus;
 use crate::function::{explicit_status, Event, Function, RunConfig, RunError};
 use crate::manifest::{backoff, Overlap, ScheduleSpec};
@@ -14,6 +14,11 @@ use crate::telemetry::{request_id, Finished, Outcome, SpanKind, TraceContext, Tr
 
 /// Extra lease time beyond the function's timeout, for the store round trips around a run.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// How long a run's records are retried while the platform database is away. The run is not
+/// repeated: its outcome waits here until the database takes it.
+const RECORD_FOR: Duration = Duration::from_secs(300);
+/// Longest pause between two tries of a record.
+const RECORD_RETRY_MAX: Duration = Duration::from_millis(500);
 
 /// One fire to run: a new one (claim first) or one taken over from a dead replica.
 pub(super) struct Job {
@@ -52,6 +57,25 @@ impl<'a> LocalRun<'a> {
         *n += 1;
         let before = *n - 1;
         (LocalRun { shared, key }, before)
+    }
+}
+
+/// Marks a fire as held by this replica while alive, so its reaper leaves it alone.
+struct Held<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared, id: u64) -> Self {
+        lock(&shared.held).insert(id);
+        Held { shared, id }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.held).remove(&self.id);
     }
 }
 
@@ -106,6 +130,7 @@ impl Job {
                 }
             },
         };
+        let _held = Held::new(shared, id);
         let (_local, already) =
             LocalRun::start(shared, (key.function.clone(), key.schedule.clone()));
         if spec.overlap == Overlap::Skip && first_attempt == 1 {
@@ -115,7 +140,7 @@ impl Job {
                 .unwrap_or(false);
             if already > 0 || elsewhere {
                 tracing::info!(function = %key.function, schedule = %key.schedule, fire_time = %key.at, "skipped: the previous run is still going (overlap = \"skip\")");
-                log_err(store.finish(id, &key, FireStatus::Skipped, None).await);
+                recorded("skip", || store.finish(id, &key, FireStatus::Skipped, None)).await;
                 count_fire(&self.function, spec, "skipped");
                 return;
             }
@@ -171,8 +196,15 @@ impl Job {
             // The claim (or the takeover, or the lease extension before a retry) already
             // covers this attempt, so the guest starts at once and its history row is written
             // alongside, not before: a slow commit must not make the run late.
-            let (recorded, outcome) = tokio::join!(
-                store.start_attempt(id, &key, attempt, replica, lease, &request_id),
+            let ((), outcome) = tokio::join!(
+                recorded("start", || store.start_attempt(
+                    id,
+                    &key,
+                    attempt,
+                    replica,
+                    lease,
+                    &request_id
+                )),
                 invoke(
                     &self.function,
                     spec,
@@ -188,7 +220,6 @@ impl Job {
             if let (Some(t), Some(span)) = (&telemetry.tracing, attempt_span) {
                 t.end(span, Vec::new(), outcome.as_ref().err().cloned());
             }
-            log_err(recorded);
             let took = started.elapsed();
             let status = if outcome.is_ok() {
                 FireStatus::Succeeded
@@ -206,10 +237,16 @@ impl Job {
                 error = %error.unwrap_or(""),
                 "scheduled run"
             );
-            log_err(store.end_attempt(id, attempt, status, took, error).await);
+            recorded("end", || {
+                store.end_attempt(id, attempt, status, took, error)
+            })
+            .await;
             match outcome {
                 Ok(()) => {
-                    log_err(store.finish(id, &key, FireStatus::Succeeded, None).await);
+                    recorded("success", || {
+                        store.finish(id, &key, FireStatus::Succeeded, None)
+                    })
+                    .await;
                     count_fire(&self.function, spec, "succeeded");
                     if let (Some(t), Some(span)) = (&telemetry.tracing, fire_span) {
                         t.end(span, Vec::new(), None);
@@ -219,11 +256,10 @@ impl Job {
                 Err(e) => last_error = e,
             }
         }
-        log_err(
-            store
-                .finish(id, &key, FireStatus::Failed, Some(&last_error))
-                .await,
-        );
+        recorded("failure", || {
+            store.finish(id, &key, FireStatus::Failed, Some(&last_error))
+        })
+        .await;
         count_fire(&self.function, spec, "failed");
         if let (Some(t), Some(span)) = (&telemetry.tracing, fire_span) {
             t.end(span, Vec::new(), Some(last_error));
@@ -242,6 +278,39 @@ struct Attempt<'a> {
 fn log_err(r: anyhow::Result<()>) {
     if let Err(e) = r {
         tracing::warn!("the platform database did not take a run update: {e:#}");
+    }
+}
+
+/// Writes one of a run's records (`what`: its start, end, ...), retrying for [`RECORD_FOR`]
+/// while the platform database is away, so the history ends whole and the fire is not left
+/// `running` for another replica to take over and run again.
+async fn recorded<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let deadline = Instant::now() + RECORD_FOR;
+    let mut wait = Duration::from_millis(50);
+    let mut failed = false;
+    loop {
+        match write().await {
+            Ok(()) if failed => {
+                tracing::info!("the platform database took the run's {what} record after all");
+                return;
+            }
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => {
+                tracing::error!("the platform database did not take the run's {what} record for {RECORD_FOR:?}; giving up: {e:#}");
+                return;
+            }
+            Err(e) if !failed => {
+                failed = true;
+                tracing::warn!("the platform database did not take the run's {what} record: {e:#}; retrying until it does");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RECORD_RETRY_MAX);
     }
 }
 

@@ -4,17 +4,20 @@
 //! Semantics: each fire time starts once. A failed attempt (non-zero exit, trap, timeout, or a
 //! non-2xx `Status`) is retried up to `retries` times with exponential backoff from 1 s, by
 //! the same replica. A run that dies with its replica is retried by another replica as
-//! attempt n+1 once its lease (the function's timeout plus a margin) expires.
+//! attempt n+1 once its lease (the function's timeout plus a margin) has expired, and stayed
+//! expired for [`REAP_GRACE`] while the platform database answered: a replica that lost the
+//! database in the middle of a run records it as soon as the database is back, so its run
+//! is not taken for a dead one and run twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::context::{SchedulerConfig, Shared};
+use super::context::{lock, SchedulerConfig, Shared};
 use super::job::{fire_key, lease, Job};
 use crate::deploy::Live;
 use crate::function::Function;
@@ -23,6 +26,10 @@ use crate::store::Store;
 
 /// How often a replica looks for runs abandoned by a dead replica.
 const REAP_EVERY: Duration = Duration::from_secs(1);
+/// How long a run must have been seen abandoned, by looks that reached the database, before
+/// it is taken over. Longer than a replica takes to record a finished run once the database
+/// is back (its records are retried every 500 ms at most).
+const REAP_GRACE: Duration = Duration::from_secs(2);
 /// Longest single sleep, so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
@@ -60,6 +67,7 @@ pub async fn run(
         store,
         config,
         local_running: Mutex::new(HashMap::new()),
+        held: Mutex::new(HashSet::new()),
     });
     let mut runs: JoinSet<()> = JoinSet::new();
     let mut loops: JoinSet<()> = JoinSet::new();
@@ -206,16 +214,42 @@ async fn reap_loop(
         let s = f.spec.schedules.iter().find(|s| s.name == schedule)?;
         Some((s.retries, lease(f)))
     };
+    // When each abandoned-looking (fire id, attempt) was first seen, and those seen by the
+    // current look; a look that fails forgets them all, so that after an outage every
+    // replica has REAP_GRACE to record what it ran before its runs are taken from it.
+    let first_seen: Mutex<HashMap<(u64, u32), Instant>> = Mutex::default();
+    let seen: Mutex<HashSet<(u64, u32)>> = Mutex::default();
+    let ripe = |id: u64, attempt: u32| {
+        if lock(&shared.held).contains(&id) {
+            return false; // ours: running or being recorded here
+        }
+        lock(&seen).insert((id, attempt));
+        let mut first = lock(&first_seen);
+        first
+            .entry((id, attempt))
+            .or_insert_with(Instant::now)
+            .elapsed()
+            >= REAP_GRACE
+    };
     loop {
         tokio::select! {
             () = tokio::time::sleep(REAP_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        match shared
+        let looked = shared
             .store
-            .take_abandoned(&shared.config.replica, &known)
-            .await
+            .take_abandoned(&shared.config.replica, &known, &ripe)
+            .await;
         {
+            let mut seen = lock(&seen);
+            let mut first = lock(&first_seen);
+            match looked {
+                Ok(_) => first.retain(|k, _| seen.contains(k)),
+                Err(_) => first.clear(),
+            }
+            seen.clear();
+        }
+        match looked {
             Ok(taken) => {
                 let registry = shared.live.load();
                 for a in taken {

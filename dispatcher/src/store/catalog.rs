@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use mysql_async::prelude::*;
 use mysql_async::{IsolationLevel, Transaction, TxOpts};
 
-use super::connection::Store;
+use super::connection::{bounded, Store};
 use super::memory::MemoryCatalog;
 use super::records::{text, History, NewVersion, Snapshot};
 use crate::api::Version;
@@ -105,11 +105,14 @@ impl Store {
         match self {
             Store::Memory(_, c) => Ok(c.lock().await.generation),
             Store::Db(pool) => {
-                let mut conn = pool.get_conn().await?;
-                let g: Option<u64> = conn
-                    .query_first("SELECT generation FROM dispatcher_catalog WHERE id = 1")
-                    .await?;
-                Ok(g.unwrap_or(0))
+                bounded(async {
+                    let mut conn = pool.get_conn().await?;
+                    let g: Option<u64> = conn
+                        .query_first("SELECT generation FROM dispatcher_catalog WHERE id = 1")
+                        .await?;
+                    Ok(g.unwrap_or(0))
+                })
+                .await
             }
         }
     }
@@ -118,7 +121,9 @@ impl Store {
     pub async fn catalog_snapshot(&self) -> anyhow::Result<Snapshot> {
         match self {
             Store::Memory(_, c) => Ok(c.lock().await.snapshot()),
-            Store::Db(pool) => db_snapshot(&mut pool.get_conn().await?).await,
+            Store::Db(pool) => {
+                bounded(async { db_snapshot(&mut pool.get_conn().await?).await }).await
+            }
         }
     }
 
@@ -126,7 +131,9 @@ impl Store {
     pub async fn history(&self, name: &str) -> anyhow::Result<History> {
         match self {
             Store::Memory(_, c) => Ok(c.lock().await.history(name)),
-            Store::Db(pool) => db_history(&mut pool.get_conn().await?, name).await,
+            Store::Db(pool) => {
+                bounded(async { db_history(&mut pool.get_conn().await?, name).await }).await
+            }
         }
     }
 
@@ -145,32 +152,42 @@ impl Store {
                 Ok(())
             }
             Store::Db(pool) => {
-                let mut conn = pool.get_conn().await?;
-                let known: Option<u32> = conn
-                    .exec_first(
-                        "SELECT chunks FROM dispatcher_modules WHERE hash = ?",
-                        (hash,),
-                    )
-                    .await?;
+                // Each statement bounded on its own: a large module takes many.
+                let mut conn = bounded(async { Ok(pool.get_conn().await?) }).await?;
+                let known: Option<u32> = bounded(async {
+                    Ok(conn
+                        .exec_first(
+                            "SELECT chunks FROM dispatcher_modules WHERE hash = ?",
+                            (hash,),
+                        )
+                        .await?)
+                })
+                .await?;
                 if known.is_some() {
                     return Ok(());
                 }
                 let mut chunks = 0u32;
                 for (seq, chunk) in wasm.chunks(CHUNK).enumerate() {
-                    conn.exec_drop(
-                        "REPLACE INTO dispatcher_module_chunks (hash, seq, data) VALUES (?, ?, ?)",
-                        (hash, seq as u32, chunk),
-                    )
+                    bounded(async {
+                        Ok(conn
+                            .exec_drop(
+                                "REPLACE INTO dispatcher_module_chunks (hash, seq, data) VALUES (?, ?, ?)",
+                                (hash, seq as u32, chunk),
+                            )
+                            .await?)
+                    })
                     .await?;
                     chunks += 1;
                 }
                 // Written last: a module row means its chunks are complete.
-                conn.exec_drop(
-                    "INSERT IGNORE INTO dispatcher_modules (hash, size, chunks, created_at) VALUES (?, ?, ?, NOW(6))",
-                    (hash, wasm.len() as u64, chunks),
-                )
-                .await?;
-                Ok(())
+                bounded(async {
+                    Ok(conn.exec_drop(
+                        "INSERT IGNORE INTO dispatcher_modules (hash, size, chunks, created_at) VALUES (?, ?, ?, NOW(6))",
+                        (hash, wasm.len() as u64, chunks),
+                    )
+                    .await?)
+                })
+                .await
             }
         }
     }
@@ -186,24 +203,36 @@ impl Store {
                 .map(|m| m.to_vec())
                 .ok_or_else(|| anyhow::anyhow!("module {hash} is not stored"))?,
             Store::Db(pool) => {
-                let mut conn = pool.get_conn().await?;
-                let meta: Option<(u64, u32)> = conn
-                    .exec_first(
-                        "SELECT size, chunks FROM dispatcher_modules WHERE hash = ?",
-                        (hash,),
-                    )
-                    .await?;
-                let (size, _) =
+                // A chunk at a time, each bounded on its own: a large module takes many.
+                let mut conn = bounded(async { Ok(pool.get_conn().await?) }).await?;
+                let meta: Option<(u64, u32)> = bounded(async {
+                    Ok(conn
+                        .exec_first(
+                            "SELECT size, chunks FROM dispatcher_modules WHERE hash = ?",
+                            (hash,),
+                        )
+                        .await?)
+                })
+                .await?;
+                let (size, chunks) =
                     meta.ok_or_else(|| anyhow::anyhow!("module {hash} is not stored"))?;
-                let chunks: Vec<Vec<u8>> = conn
-                    .exec(
-                        "SELECT data FROM dispatcher_module_chunks WHERE hash = ? ORDER BY seq",
-                        (hash,),
-                    )
-                    .await?;
                 let mut bytes = Vec::with_capacity(size as usize);
-                for c in chunks {
-                    bytes.extend_from_slice(&c);
+                for seq in 0..chunks {
+                    let chunk: Option<Vec<u8>> = bounded(async {
+                        Ok(conn
+                            .exec_first(
+                                "SELECT data FROM dispatcher_module_chunks WHERE hash = ? AND seq = ?",
+                                (hash, seq),
+                            )
+                            .await?)
+                    })
+                    .await?;
+                    let chunk = chunk.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "stored module {hash} is incomplete: chunk {seq} is missing"
+                        )
+                    })?;
+                    bytes.extend_from_slice(&chunk);
                 }
                 bytes
             }
@@ -224,14 +253,19 @@ impl Store {
                 Ok(CatalogTx::Memory { guard, draft })
             }
             Store::Db(pool) => {
-                // Read committed: once the lock is ours, every read sees what the replica
-                // that held it before committed.
-                let mut opts = TxOpts::default();
-                opts.with_isolation_level(IsolationLevel::ReadCommitted);
-                let mut tx = pool.start_transaction(opts).await?;
-                tx.query_drop("SELECT generation FROM dispatcher_catalog WHERE id = 1 FOR UPDATE")
+                bounded(async {
+                    // Read committed: once the lock is ours, every read sees what the replica
+                    // that held it before committed.
+                    let mut opts = TxOpts::default();
+                    opts.with_isolation_level(IsolationLevel::ReadCommitted);
+                    let mut tx = pool.start_transaction(opts).await?;
+                    tx.query_drop(
+                        "SELECT generation FROM dispatcher_catalog WHERE id = 1 FOR UPDATE",
+                    )
                     .await?;
-                Ok(CatalogTx::Db(tx))
+                    Ok(CatalogTx::Db(tx))
+                })
+                .await
             }
         }
     }
@@ -242,7 +276,7 @@ impl CatalogTx<'_> {
     pub async fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
         match self {
             CatalogTx::Memory { draft, .. } => Ok(draft.snapshot()),
-            CatalogTx::Db(tx) => db_snapshot(tx).await,
+            CatalogTx::Db(tx) => bounded(db_snapshot(tx)).await,
         }
     }
 
@@ -250,7 +284,7 @@ impl CatalogTx<'_> {
     pub async fn history(&mut self, name: &str) -> anyhow::Result<History> {
         match self {
             CatalogTx::Memory { draft, .. } => Ok(draft.history(name)),
-            CatalogTx::Db(tx) => db_history(tx, name).await,
+            CatalogTx::Db(tx) => bounded(db_history(tx, name)).await,
         }
     }
 
@@ -274,7 +308,7 @@ impl CatalogTx<'_> {
                 draft.generation += 1;
                 Ok(version)
             }
-            CatalogTx::Db(tx) => {
+            CatalogTx::Db(tx) => bounded(async {
                 let last: Option<Option<u32>> = tx
                     .exec_first(
                         "SELECT MAX(version) FROM dispatcher_versions WHERE name = ?",
@@ -299,7 +333,7 @@ impl CatalogTx<'_> {
                 .await?;
                 db_point(tx, v.name, Some(version)).await?;
                 Ok(version)
-            }
+            }).await,
         }
     }
 
@@ -311,7 +345,7 @@ impl CatalogTx<'_> {
                 draft.generation += 1;
                 Ok(())
             }
-            CatalogTx::Db(tx) => db_point(tx, name, version).await,
+            CatalogTx::Db(tx) => bounded(db_point(tx, name, version)).await,
         }
     }
 
@@ -323,11 +357,14 @@ impl CatalogTx<'_> {
                 Ok(guard.generation)
             }
             CatalogTx::Db(mut tx) => {
-                let generation: Option<u64> = tx
-                    .query_first("SELECT generation FROM dispatcher_catalog WHERE id = 1")
-                    .await?;
-                tx.commit().await?;
-                Ok(generation.unwrap_or(0))
+                bounded(async move {
+                    let generation: Option<u64> = tx
+                        .query_first("SELECT generation FROM dispatcher_catalog WHERE id = 1")
+                        .await?;
+                    tx.commit().await?;
+                    Ok(generation.unwrap_or(0))
+                })
+                .await
             }
         }
     }

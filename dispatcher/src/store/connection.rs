@@ -9,6 +9,24 @@ use mysql_async::{Opts, Pool};
 use super::memory::{MemoryCatalog, MemoryState};
 use super::migrations::migrate;
 
+/// Longest wait for the platform database in one step of a store call (a connect, a
+/// statement, or a call's few statements), so that a database that stops answering (frozen,
+/// or cut off without a reset) fails a deploy with a clear 503 and a claim in time, instead of
+/// hanging them until it answers again.
+pub(super) const DB_WAIT: Duration = Duration::from_secs(10);
+
+/// `step`, or an error naming the platform database if it takes longer than [`DB_WAIT`].
+pub(super) async fn bounded<T>(
+    step: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(DB_WAIT, step).await.map_err(|_| {
+        anyhow::anyhow!(
+            "the platform database did not answer within {} s",
+            DB_WAIT.as_secs()
+        )
+    })?
+}
+
 /// Where platform state lives. Made once per process, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Store {

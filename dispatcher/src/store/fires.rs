@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use mysql_async::prelude::*;
 
-use super::connection::Store;
+use super::connection::{bounded, Store};
 use super::memory::MemFire;
 use super::records::{micros, naive, text, Abandoned, FireKey, KnownSchedule};
 use crate::api::{FireStatus, RunRecord};
@@ -59,7 +59,7 @@ impl Store {
                 );
                 Ok(Some(id))
             }
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 let r = conn
                     .exec_drop(
@@ -74,7 +74,7 @@ impl Store {
                     Err(mysql_async::Error::Server(e)) if e.code == 1062 => Ok(None),
                     Err(e) => Err(e.into()),
                 }
-            }
+            }).await,
         }
     }
 
@@ -96,16 +96,19 @@ impl Store {
                 }))
             }
             Store::Db(pool) => {
-                let mut conn = pool.get_conn().await?;
-                let found: Option<i64> = conn
-                    .exec_first(
-                        "SELECT 1 FROM dispatcher_schedule_fires
+                bounded(async {
+                    let mut conn = pool.get_conn().await?;
+                    let found: Option<i64> = conn
+                        .exec_first(
+                            "SELECT 1 FROM dispatcher_schedule_fires
                          WHERE function_name = ? AND schedule_name = ? AND status = 'running'
                            AND lease_until > NOW(6) AND id <> ? LIMIT 1",
-                        (function, schedule, except),
-                    )
-                    .await?;
-                Ok(found.is_some())
+                            (function, schedule, except),
+                        )
+                        .await?;
+                    Ok(found.is_some())
+                })
+                .await
             }
         }
     }
@@ -118,7 +121,7 @@ impl Store {
                 .unwrap_or_else(|e| e.into_inner())
                 .keys
                 .contains_key(key)),
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 let found: Option<i64> = conn
                     .exec_first(
@@ -127,7 +130,7 @@ impl Store {
                     )
                     .await?;
                 Ok(found.is_some())
-            }
+            }).await,
         }
     }
 
@@ -159,7 +162,7 @@ impl Store {
                 m.attempts.push((id, record));
                 Ok(())
             }
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 conn.exec_drop(
                     "UPDATE dispatcher_schedule_fires
@@ -176,18 +179,22 @@ impl Store {
                 )
                 .await?;
                 Ok(())
-            }
+            }).await,
         }
     }
 
     /// Extends the lease of a fire this replica holds (before a retry's backoff).
     pub async fn extend_lease(&self, id: u64, lease: Duration) -> anyhow::Result<()> {
         if let Store::Db(pool) = self {
-            let mut conn = pool.get_conn().await?;
-            conn.exec_drop(
-                "UPDATE dispatcher_schedule_fires SET lease_until = NOW(6) + INTERVAL ? MICROSECOND WHERE id = ?",
-                (micros(lease), id),
-            )
+            bounded(async {
+                let mut conn = pool.get_conn().await?;
+                conn.exec_drop(
+                    "UPDATE dispatcher_schedule_fires SET lease_until = NOW(6) + INTERVAL ? MICROSECOND WHERE id = ?",
+                    (micros(lease), id),
+                )
+                .await?;
+                Ok(())
+            })
             .await?;
         }
         Ok(())
@@ -217,7 +224,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 conn.exec_drop(
                     "UPDATE dispatcher_schedule_attempts SET status = ?, finished_at = NOW(6), duration_ms = ?, error = ?
@@ -226,7 +233,7 @@ impl Store {
                 )
                 .await?;
                 Ok(())
-            }
+            }).await,
         }
     }
 
@@ -252,7 +259,7 @@ impl Store {
                 }
                 Ok(())
             }
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 conn.exec_drop(
                     "UPDATE dispatcher_schedule_fires SET status = ?, finished_at = NOW(6), lease_until = NULL, error = ? WHERE id = ?",
@@ -282,21 +289,23 @@ impl Store {
                     .await?;
                 }
                 Ok(())
-            }
+            }).await,
         }
     }
 
     /// Takes over fires whose lease expired (their replica died), as the next attempt. Only
-    /// fires of `known` (function, schedule) pairs are taken. Fires with no attempts left are
-    /// closed as failed and not returned.
+    /// fires of `known` (function, schedule) pairs for which `ripe(id, attempt)` holds are
+    /// taken. Fires with no attempts left are closed as failed and not returned.
     pub async fn take_abandoned(
         &self,
         replica: &str,
         known: &KnownSchedule<'_>,
+        ripe: &(dyn Fn(u64, u32) -> bool + Sync),
     ) -> anyhow::Result<Vec<Abandoned>> {
         let Store::Db(pool) = self else {
             return Ok(Vec::new());
         };
+        bounded(async {
         let mut conn = pool.get_conn().await?;
         let rows: Vec<(u64, String, String, NaiveDateTime, u32)> = conn
             .query(
@@ -309,6 +318,9 @@ impl Store {
             let Some((retries, lease)) = known(&function, &schedule) else {
                 continue;
             };
+            if !ripe(id, attempt) {
+                continue;
+            }
             let next = attempt + 1;
             let exhausted = next > retries + 1;
             conn.exec_drop(
@@ -346,6 +358,8 @@ impl Store {
             });
         }
         Ok(taken)
+        })
+        .await
     }
 
     /// Run history, newest first: every attempt.
@@ -361,7 +375,7 @@ impl Store {
                     .take(limit as usize)
                     .collect())
             }
-            Store::Db(pool) => {
+            Store::Db(pool) => bounded(async {
                 let mut conn = pool.get_conn().await?;
                 let rows: Vec<RunRow> = conn
                     .exec(
@@ -402,7 +416,7 @@ impl Store {
                         },
                     )
                     .collect())
-            }
+            }).await,
         }
     }
 }

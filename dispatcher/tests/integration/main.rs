@@ -9,6 +9,7 @@ mod dashboard;
 mod dbpool;
 mod deploy;
 mod deploy_files;
+mod faults;
 mod hostile;
 mod http;
 mod k8s;
