@@ -577,6 +577,101 @@ async fn the_platform_database_cut_under_load_costs_no_request_and_no_duplicate_
     assert_eq!(catalog_faults(&db), Vec::<String>::new());
 }
 
+/// A MariaDB that has stopped answering (frozen, or cut off without a reset): it takes
+/// connections on `addr` and never says a word. Stops on drop.
+struct Frozen(tokio::task::JoinHandle<()>);
+
+impl Frozen {
+    async fn at(addr: std::net::SocketAddr) -> Frozen {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("cannot listen on {addr}: {e}"),
+            }
+        };
+        Frozen(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        }))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_platform_database_that_stops_answering_costs_a_deploy_a_503_not_a_hang() {
+    let db = PlatformDb::create("frozen");
+    let proxy = Proxy::start(MARIADB).await;
+    let a = replica(&db, &proxy.addr.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let svc = http_manifest(dir.path(), "svc", &wasm("echo"), "/svc");
+    assert!(cli_off(&a, &["deploy", &svc]).await.status.success());
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let frozen = Frozen::at(proxy.addr).await;
+    let other = http_manifest(dir.path(), "other", &wasm("echo"), "/other");
+    let started = Instant::now();
+    let out = cli_off(&a, &["deploy", &other]).await;
+    let took = started.elapsed();
+    assert!(
+        !out.status.success(),
+        "a deploy succeeded against a frozen database"
+    );
+    assert!(
+        stderr(&out).contains("503") && stderr(&out).contains("did not answer within 10 s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the refused deploy took {took:?}"
+    );
+    let r = client().post(a.url("/svc")).body("x").send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "a function that needs no database stopped serving"
+    );
+    println!(
+        "faults: a frozen platform database: the deploy answered 503 after {:.1} s: {}",
+        took.as_secs_f64(),
+        stderr(&out).trim()
+    );
+
+    drop(frozen);
+    proxy.restore(MARIADB).await;
+    assert!(
+        until(Duration::from_secs(15), || count(
+            &a,
+            "the platform database is back"
+        ) > 0)
+        .await,
+        "{}",
+        a.log_text()
+    );
+    let out = cli_off(&a, &["deploy", &other]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = client()
+        .post(a.url("/other"))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(catalog_faults(&db), Vec::<String>::new());
+}
+
 /// A copy of `module` padded with a custom section to `size` bytes or more, at `path`.
 fn padded(module: &Path, path: &Path, size: usize) {
     let mut bytes = std::fs::read(module).unwrap();
