@@ -38,16 +38,21 @@ for t in $targets; do
     # New inputs go to the first folder; the seeds are only read.
     status=0
     "$cargo" fuzz run "${flags[@]}" "$t" "fuzz/corpus-found/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -print_final_stats=1 "${extra[@]}" \
+        -max_total_time="$seconds" -timeout=30 -print_final_stats=1 "${extra[@]}" \
         >"$log" 2>&1 || status=$?
     execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log" | tail -1)
     if [ "$status" -eq 0 ]; then
         echo "fuzz: $t: ${execs:-?} executions in ${seconds}s, no crash"
-    else
-        crashed+=("$t")
-        echo "fuzz: $t: CRASH after ${execs:-?} executions (log: $log)"
-        grep -E "panicked at|^==[0-9]+== ERROR|Test unit written to|ERROR: libFuzzer" "$log" | head -5 | sed 's/^/    /'
+        continue
     fi
+    crashed+=("$t")
+    if grep -q "libFuzzer: timeout" "$log"; then
+        # One input ran for 30 s: a hang, or a machine too loaded (replay it to tell).
+        echo "fuzz: $t: TIMEOUT after ${execs:-?} executions (log: $log)"
+    else
+        echo "fuzz: $t: CRASH after ${execs:-?} executions (log: $log)"
+    fi
+    grep -E "panicked at|^==[0-9]+== ERROR|Test unit written to" "$log" | head -5 | sed 's/^/    /'
 done
 
 if [ "${#crashed[@]}" -gt 0 ]; then
