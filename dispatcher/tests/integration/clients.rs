@@ -105,17 +105,34 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(
         dir.path(),
-        &["--header-timeout", "1", "--body-timeout", "1"],
+        &["--header-timeout", "2", "--body-timeout", "2"],
     );
     serving(&d).await;
     let before = usage(&d);
-    let a = addr(&d);
+    let first = hold_300(&d, before).await;
+    // A second round takes no more memory: what the first grew is reused, not leaked.
+    let second = hold_300(&d, before).await;
+    assert!(
+        second.1 < first.1 + (8 << 10),
+        "RSS {} KiB after the first round, {} KiB after the second",
+        first.1,
+        second.1
+    );
+}
+
+/// 300 connections held at once in four ways, each closed within the timeouts while the
+/// platform serves others; returns the usage after.
+async fn hold_300(d: &Dispatcher, before: (usize, u64)) -> (usize, u64) {
+    let a = addr(d);
     let started = Instant::now();
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..300 {
         let a = a.clone();
+        let connected = connected.clone();
         tasks.push(tokio::spawn(async move {
             let s = TcpStream::connect(&a).await.unwrap();
+            connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let opened = Instant::now();
             let (mut r, mut w) = s.into_split();
             let trickle = async move {
@@ -176,9 +193,16 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
         }));
     }
     // While they are held open, the platform serves others.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let held = usage(&d);
-    serving(&d).await;
+    while connected.load(std::sync::atomic::Ordering::Relaxed) < 300 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "300 connects took over 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = usage(d);
+    serving(d).await;
     let mut longest = Duration::ZERO;
     for t in tasks {
         let (kind, closed, took, got) = t.await.unwrap();
@@ -198,8 +222,10 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
         }
     }
     println!(
-        "300 slow connections: {} descriptors while held, all closed within {longest:?} (of {:?})",
+        "300 slow connections: {} descriptors and {} KiB while held, all closed within \
+         {longest:?} (of {:?})",
         held.0,
+        held.1,
         started.elapsed()
     );
     assert!(
@@ -210,8 +236,9 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
         longest < Duration::from_secs(5),
         "closed only after {longest:?}"
     );
-    back_near(&d, before, "300 slow connections");
-    serving(&d).await;
+    let after = back_near(d, before, "300 slow connections");
+    serving(d).await;
+    after
 }
 
 #[tokio::test]
@@ -222,13 +249,20 @@ async fn past_the_connection_cap_new_connections_get_503_until_slots_free() {
         &["--max-connections", "20", "--header-timeout", "2"],
     );
     serving(&d).await;
+    // The first client's connection closed and its slot freed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let before = usage(&d);
     let a = addr(&d);
     let mut held = Vec::new();
     for _ in 0..20 {
         held.push(TcpStream::connect(&a).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the dispatcher has accepted them (a descriptor each), every slot is taken.
+    let waited = Instant::now();
+    while usage(&d).0 < before.0 + 20 {
+        assert!(waited.elapsed() < Duration::from_secs(5), "{:?}", usage(&d));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Every slot is taken: a new client gets a clear 503 at once, not a hang.
     let started = Instant::now();
     let mut extra = TcpStream::connect(&a).await.unwrap();
