@@ -70,11 +70,7 @@ enum Unusable {
 impl ModuleCache {
     /// A cache over `dir` (created if missing) and `precompiled`. A `dir` that cannot be
     /// created is warned about once and then only costs compiles: the platform still serves.
-    pub fn new(
-        dir: Option<PathBuf>,
-        precompiled: Option<PathBuf>,
-        engine: &Engine,
-    ) -> std::io::Result<Self> {
+    pub fn new(dir: Option<PathBuf>, precompiled: Option<PathBuf>, engine: &Engine) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         FORMAT.hash(&mut h);
@@ -89,7 +85,7 @@ impl ModuleCache {
                 cache.cannot_write(dir, &e.into());
             }
         }
-        Ok(cache)
+        cache
     }
 
     fn file_name(&self, hash: &str) -> String {
@@ -216,7 +212,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("cache");
         let engine = Engine::default();
-        let cache = ModuleCache::new(Some(dir.clone()), None, &engine).unwrap();
+        let cache = ModuleCache::new(Some(dir.clone()), None, &engine);
         let wasm = wat::parse_str(WAT).unwrap();
         let hash = content_hash(&wasm);
         Fixture {
@@ -329,7 +325,7 @@ mod tests {
         std::fs::create_dir_all(&image).unwrap();
         let shipped = image.join(f.cache.file_name(&f.hash));
         std::fs::write(&shipped, &bytes).unwrap();
-        let reader = ModuleCache::new(None, Some(image), &f.engine).unwrap();
+        let reader = ModuleCache::new(None, Some(image), &f.engine);
         assert!(reader.load(&f.engine, &f.hash).is_none());
         assert!(
             shipped.exists(),
@@ -343,7 +339,7 @@ mod tests {
         // A cache "folder" that is a file: every write fails, as on a read-only disk.
         let blocked = f._tmp.path().join("blocked");
         std::fs::write(&blocked, b"").unwrap();
-        let cache = ModuleCache::new(Some(blocked.join("sub")), None, &f.engine).unwrap();
+        let cache = ModuleCache::new(Some(blocked.join("sub")), None, &f.engine);
         assert!(cache.unwritable.load(Ordering::SeqCst));
         for _ in 0..3 {
             let module = cache.compile(&f.engine, &f.wasm, &f.hash).unwrap();

@@ -168,14 +168,11 @@ impl Runtime {
         let optimized = Arc::new(Tier::new(config, Strategy::Cranelift, parallel)?);
         let cache = match (&config.cache_dir, &config.precompiled_dir) {
             (None, None) => None,
-            (dir, precompiled) => Some(
-                ModuleCache::new(dir.clone(), precompiled.clone(), &optimized.engine).map_err(
-                    |e| {
-                        let dir = dir.as_deref().unwrap_or(std::path::Path::new("-"));
-                        anyhow::anyhow!("cannot create the compile cache at {}: {e}", dir.display())
-                    },
-                )?,
-            ),
+            (dir, precompiled) => Some(ModuleCache::new(
+                dir.clone(),
+                precompiled.clone(),
+                &optimized.engine,
+            )),
         };
         let baseline = match config.compile {
             Compile::Optimized => None,
