@@ -15,7 +15,7 @@ NATIVE := --exclude dispatcher --exclude bench
 # minutes. bench/src/artifacts.rs and the Dockerfile use the same settings.
 WASM_PROFILE := CARGO_PROFILE_RELEASE_LTO=true CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 
-.PHONY: all setup database functions dispatcher run test cluster-test bench profile check fuzz fuzz-smoke clean
+.PHONY: all setup database functions dispatcher run test cluster-test bench soak profile check fuzz fuzz-smoke clean
 
 all: functions dispatcher
 
@@ -46,6 +46,14 @@ cluster-test: functions database
 
 bench: functions dispatcher database
 	$(CARGO) run --release -p bench
+
+# One dispatcher serving manifests/ under mixed load for SOAK_SECONDS (echo, the orders
+# endpoints, an every-second schedule, a deploy and a rollback every 5 s); prints its RSS,
+# descriptors and errors at the start and the end, and fails if any grew past its bound or
+# anything failed (bench/src/sections/soak/). Not part of `make bench` or `make test`.
+SOAK_SECONDS ?= 300
+soak: functions dispatcher database
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) run --release -p bench -- soak
 
 # Where the dispatcher's CPU goes under load: perf over wrk, top symbols (scripts/profile.sh).
 profile: setup

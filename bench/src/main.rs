@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release -p bench                 # every section
 //! cargo run --release -p bench -- throughput   # only the named sections
+//! cargo run --release -p bench -- soak         # sections::ON_REQUEST run only when named
 //! ```
 
 mod artifacts;
@@ -38,8 +39,8 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<bool> {
     let chosen: Vec<String> = std::env::args().skip(1).collect();
     for name in &chosen {
-        if !sections::ALL.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = sections::ALL.iter().map(|s| s.name).collect();
+        if !sections::every().any(|s| s.name == name) {
+            let names: Vec<&str> = sections::every().map(|s| s.name).collect();
             anyhow::bail!(
                 "unknown section `{name}`: expected one of {}",
                 names.join(", ")
@@ -53,8 +54,14 @@ fn run() -> anyhow::Result<bool> {
 
     let mut table = Table::default();
     let mut failed = Vec::new();
-    for section in sections::ALL {
-        if !chosen.is_empty() && !chosen.iter().any(|c| c == section.name) {
+    for section in sections::every() {
+        // No names: the default sections; names: exactly those.
+        let wanted = if chosen.is_empty() {
+            sections::ALL.iter().any(|s| s.name == section.name)
+        } else {
+            chosen.iter().any(|c| c == section.name)
+        };
+        if !wanted {
             continue;
         }
         println!("\n== {} ==", section.title);

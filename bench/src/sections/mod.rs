@@ -6,6 +6,7 @@ mod invoke;
 mod orders;
 mod replica;
 mod schedule;
+mod soak;
 mod startup;
 mod telemetry;
 mod throughput;
@@ -33,3 +34,11 @@ pub const ALL: &[Section] = &[
     replica::SECTION,
     telemetry::SECTION,
 ];
+
+/// Sections that run only when named (`make soak`): too long for every `make bench`.
+pub const ON_REQUEST: &[Section] = &[soak::SECTION];
+
+/// Every section, [`ALL`] first.
+pub fn every() -> impl Iterator<Item = &'static Section> {
+    ALL.iter().chain(ON_REQUEST)
+}
