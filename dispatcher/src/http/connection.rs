@@ -90,7 +90,8 @@ pub fn within_fd_limit(max: usize) -> usize {
     if max <= room {
         return max;
     }
-    tracing::warn!(
+    // Said once at start-up; a default over a low limit is not a fault.
+    tracing::info!(
         "--max-connections {max} is more than the descriptor limit of {limit} leaves room for: \
          at most {room} connections (raise `ulimit -n` for more)"
     );
