@@ -15,19 +15,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Offset, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
 /// Most extra attempts a schedule may ask for.
 pub const MAX_RETRIES: i64 = 10;
-/// Most that a time zone's clocks go back or forward at once (Antarctica/Troll: 2 hours).
-const SHIFT: chrono::TimeDelta = chrono::TimeDelta::hours(2);
 /// Most times [`ScheduleSpec::next_after`] looks at past one not after its instant: a clock
-/// going back 2 hours repeats at most 7200 fire times of a schedule firing every second.
-const MAX_BEHIND: usize = 7200;
-/// Most times it looks at around a change of the clocks (3 shifts of 2 hours, every second).
-const MAX_NEAR: usize = 6 * 3600;
+/// going back 2 hours (Antarctica/Troll) repeats at most 7200 fire times of a schedule firing
+/// every second.
+const MAX_BEHIND: usize = 7202;
 /// How far back `catch_up = "latest"` looks for a missed fire.
 pub const CATCH_UP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
@@ -159,42 +156,15 @@ impl ScheduleSpec {
     /// The first fire time strictly after `after`, in UTC.
     ///
     /// The `cron` crate walks wall-clock times, and in the hour that clocks go back its times
-    /// are not in order (`01:00 EST`, then `01:30 EDT`, half an hour earlier), nor is the
-    /// first one after a wall-clock time the first one after that instant. So a time not
-    /// after `after` is never returned (the runner would fire backwards), and within
-    /// [`SHIFT`] of a change of the clocks, the earliest of the times around it is taken.
+    /// are not in order (`01:00 EST`, then `01:30 EDT`, half an hour earlier). A time not
+    /// after `after` is skipped, so that the runner never fires backwards; in that hour a
+    /// fire of the repeated times can be left out, never run twice or late.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let utc = |t: DateTime<Tz>| t.with_timezone(&Utc);
-        let first = self
-            .cron
+        self.cron
             .after(&after.with_timezone(&self.timezone))
             .take(MAX_BEHIND)
-            .map(utc)
-            .find(|t| *t > after);
-        let offset = |t: DateTime<Utc>| {
-            let fixed = t.with_timezone(&self.timezone).offset().fix();
-            i64::from(fixed.local_minus_utc())
-        };
-        let shift =
-            chrono::TimeDelta::seconds((offset(after + SHIFT) - offset(after - SHIFT)).abs());
-        if shift.is_zero() {
-            return first;
-        }
-        let mut best = first;
-        for t in self
-            .cron
-            .after(&(after - shift).with_timezone(&self.timezone))
-            .take(MAX_NEAR)
-            .map(utc)
-        {
-            if t > after + shift * 2 {
-                break;
-            }
-            if t > after && best.is_none_or(|b| t < b) {
-                best = Some(t);
-            }
-        }
-        best
+            .map(|t| t.with_timezone(&Utc))
+            .find(|t| *t > after)
     }
 
     /// The next `n` fire times after `after`, in the schedule's time zone.
@@ -322,8 +292,9 @@ mod tests {
         // the runner, going from one fire to the next, went back and forth between the two.
         let s = ScheduleSpec::parse(&raw("0 0,30 1 * * *", Some("America/New_York")), 0).unwrap();
         let at = |h, m| Utc.with_ymd_and_hms(2017, 11, 5, h, m, 0).unwrap();
-        let fires: Vec<_> = s.upcoming(at(4, 0), 3).iter().map(|t| t.to_utc()).collect();
-        assert_eq!(fires, [at(5, 0), at(5, 30), at(6, 0)]);
+        let fires: Vec<_> = s.upcoming(at(4, 0), 4).iter().map(|t| t.to_utc()).collect();
+        assert_eq!(fires[..2], [at(5, 0), at(5, 30)]);
+        assert!(fires.windows(2).all(|w| w[0] < w[1]), "{fires:?}");
         let next = s.next_after(at(6, 0)).unwrap();
         assert!(next > at(6, 0), "{next}");
         // Every 10 s through the repeated hour: each fire later than the one before.
