@@ -33,26 +33,11 @@ fn addr(d: &Dispatcher) -> String {
     d.url.trim_start_matches("http://").to_string()
 }
 
-/// Open descriptors and resident memory (KiB) of the dispatcher process.
-fn usage(d: &Dispatcher) -> (usize, u64) {
-    let pid = d.child.id();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
-}
-
 /// Waits until the descriptors are back within 10 of `before`, and checks that memory is
 /// within 64 MiB of it; returns what it measured.
 fn back_near(d: &Dispatcher, before: (usize, u64), what: &str) -> (usize, u64) {
-    let fds_back = wait_until(Duration::from_secs(10), || usage(d).0 <= before.0 + 10);
-    let after = usage(d);
+    let fds_back = wait_until(Duration::from_secs(10), || d.usage().0 <= before.0 + 10);
+    let after = d.usage();
     assert!(
         fds_back,
         "{what}: {} descriptors open, {} before",
@@ -108,7 +93,7 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
         &["--header-timeout", "2", "--body-timeout", "2"],
     );
     serving(&d).await;
-    let before = usage(&d);
+    let before = d.usage();
     let first = hold_300(&d, before).await;
     // A second round takes no more memory: what the first grew is reused, not leaked.
     let second = hold_300(&d, before).await;
@@ -201,7 +186,7 @@ async fn hold_300(d: &Dispatcher, before: (usize, u64)) -> (usize, u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let held = usage(d);
+    let held = d.usage();
     serving(d).await;
     let mut longest = Duration::ZERO;
     for t in tasks {
@@ -251,7 +236,7 @@ async fn past_the_connection_cap_new_connections_get_503_until_slots_free() {
     serving(&d).await;
     // The first client's connection closed and its slot freed.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = usage(&d);
+    let before = d.usage();
     let a = addr(&d);
     let mut held = Vec::new();
     for _ in 0..20 {
@@ -259,8 +244,8 @@ async fn past_the_connection_cap_new_connections_get_503_until_slots_free() {
     }
     // Once the dispatcher has accepted them (a descriptor each), every slot is taken.
     let waited = Instant::now();
-    while usage(&d).0 < before.0 + 20 {
-        assert!(waited.elapsed() < Duration::from_secs(5), "{:?}", usage(&d));
+    while d.usage().0 < before.0 + 20 {
+        assert!(waited.elapsed() < Duration::from_secs(5), "{:?}", d.usage());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Every slot is taken: a new client gets a clear 503 at once, not a hang.
@@ -299,7 +284,7 @@ async fn past_the_connection_cap_new_connections_get_503_until_slots_free() {
         assert!(read_to_close(s, Duration::from_secs(5)).await.is_ok());
     }
     drop(held);
-    assert!(wait_until(Duration::from_secs(5), || usage(&d).0 <= before.0 + 2));
+    assert!(wait_until(Duration::from_secs(5), || d.usage().0 <= before.0 + 2));
     serving(&d).await;
     back_near(&d, before, "20 connections held and 51 turned away");
 }
@@ -328,7 +313,7 @@ async fn a_client_that_never_reads_its_response_is_cut_off() {
     for r in readers {
         assert_eq!(r.await.unwrap(), 16 << 20);
     }
-    let before = usage(&d);
+    let before = d.usage();
     let a = addr(&d);
     // Ten clients ask for 16 MiB each and read nothing.
     let mut streams = Vec::new();
@@ -340,7 +325,7 @@ async fn a_client_that_never_reads_its_response_is_cut_off() {
         streams.push(s);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stalled = usage(&d);
+    let stalled = d.usage();
     // The dispatcher gave up on them: reading now gets what the socket buffers held, then
     // the close, well short of the 16 MiB.
     for mut s in streams {
@@ -363,7 +348,7 @@ async fn oversized_heads_get_431_and_long_uris_414() {
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), &[]);
     serving(&d).await;
-    let before = usage(&d);
+    let before = d.usage();
     let a = addr(&d);
     let cases: Vec<(&str, String, &str)> = vec![
         (

@@ -6,8 +6,8 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    bare_command, client, manifest, sql, wait_until, wasm, wat_module, Dispatcher, Load, Options,
-    PlatformDb,
+    bare_command, client, manifest, padded, sql, wait_until, wasm, wat_module, Dispatcher, Load,
+    Options, PlatformDb,
 };
 use serde_json::Value;
 
@@ -406,36 +406,12 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     assert_eq!(post(&d.url("/echo"), "ok").await, (200, "ok".into()));
 }
 
-/// A copy of `module` padded with a custom section to at least `size` bytes.
-fn padded(module: &Path, dir: &Path, size: usize) -> PathBuf {
-    let mut bytes = std::fs::read(module).unwrap();
-    let name = b"padding";
-    let payload = size.saturating_sub(bytes.len());
-    let mut content = vec![name.len() as u8];
-    content.extend_from_slice(name);
-    content.resize(content.len() + payload, 0);
-    bytes.push(0); // custom section
-    let mut n = content.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            bytes.push(byte);
-            break;
-        }
-        bytes.push(byte | 0x80);
-    }
-    bytes.extend_from_slice(&content);
-    let path = dir.join("big.wasm");
-    std::fs::write(&path, bytes).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn a_64_mib_module_deploys_and_a_restart_keeps_the_deployed_set() {
     let (db, d) = platform("big");
     let dir = tempfile::tempdir().unwrap();
-    let big = padded(&wasm("echo"), dir.path(), 65 << 20);
+    let big = dir.path().join("big.wasm");
+    padded(&wasm("echo"), &big, 65 << 20);
     let m = fn_manifest(dir.path(), "big", &big, "/big", "");
     let r = cli_json(&d, &["deploy", m.to_str().unwrap()]);
     assert_eq!(r[0]["action"], "deployed", "{r}");

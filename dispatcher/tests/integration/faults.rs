@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    bare_command, client, manifest, sql, wait_until, wasm, Dispatcher, Options, PlatformDb, Proxy,
+    bare_command, client, manifest, padded, sql, wait_until, wasm, Dispatcher, Load, Options,
+    PlatformDb, Proxy,
 };
 
 const MARIADB: &str = "127.0.0.1:3306";
@@ -31,24 +32,15 @@ fn three_functions(dir: &Path) {
 /// Every function of [`three_functions`] answers as its own code does.
 async fn three_answer(d: &Dispatcher) {
     let http = client();
-    let echo = http
-        .post(d.url("/echo"))
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(echo.status(), 200);
-    assert_eq!(echo.text().await.unwrap(), "hello", "/echo");
-    let probe = http
-        .post(d.url("/probe?do=counter"))
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(probe.status(), 200);
-    assert_eq!(probe.text().await.unwrap(), "1", "/probe?do=counter");
-    let noop = http.post(d.url("/noop")).send().await.unwrap();
-    assert_eq!(noop.status(), 204, "/noop");
+    for (path, status, answer) in [
+        ("/echo", 200, "hello"),
+        ("/probe?do=counter", 200, "1"),
+        ("/noop", 204, ""),
+    ] {
+        let r = http.post(d.url(path)).body("hello").send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert_eq!(r.text().await.unwrap(), answer, "{path}");
+    }
 }
 
 /// The `.cwasm` files of a cache folder.
@@ -380,62 +372,6 @@ fn runs(d: &Dispatcher) -> Vec<String> {
         .collect()
 }
 
-/// Steady load: `clients` clients POST to `url` every `every`, on keep-alive connections,
-/// until `stop`; returns (answered 200, failures). Paced, unlike the harness's `Load`, so that on a small
-/// machine the platform's timers and the proxy still get the CPU they need.
-struct Paced {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Paced {
-    fn start(url: String, clients: usize, every: Duration) -> Paced {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let tasks: Vec<_> = (0..clients)
-                    .map(|_| {
-                        let (url, flag) = (url.clone(), flag.clone());
-                        tokio::spawn(async move {
-                            let http = client();
-                            let (mut ok, mut failed) = (0u64, Vec::new());
-                            let mut tick = tokio::time::interval(every);
-                            while !flag.load(Ordering::Relaxed) {
-                                tick.tick().await;
-                                match http.post(&url).body("steady").send().await {
-                                    Ok(r) if r.status() == 200 => ok += 1,
-                                    Ok(r) => failed.push(format!("{}", r.status())),
-                                    Err(e) => failed.push(format!("transport: {e}")),
-                                }
-                            }
-                            (ok, failed)
-                        })
-                    })
-                    .collect();
-                let (mut ok, mut failed) = (0, Vec::new());
-                for t in tasks {
-                    let (o, mut f) = t.await.unwrap();
-                    ok += o;
-                    failed.append(&mut f);
-                }
-                (ok, failed)
-            })
-        });
-        Paced { stop, thread }
-    }
-
-    fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_platform_database_cut_under_load_costs_no_request_and_no_duplicate_fire() {
     let db = PlatformDb::create("cut");
@@ -462,10 +398,10 @@ async fn the_platform_database_cut_under_load_costs_no_request_and_no_duplicate_
         until(Duration::from_secs(10), || fired(3)).await,
         "no fires"
     );
-    // 4 x 200 requests/s.
+    // 4 x 200 requests/s, paced so that the proxy and the platform's timers get the CPU.
     let loads = [
-        Paced::start(a.url("/svc"), 2, Duration::from_millis(5)),
-        Paced::start(b.url("/svc"), 2, Duration::from_millis(5)),
+        Load::paced(a.url("/svc"), "steady", 2, Duration::from_millis(5)),
+        Load::paced(b.url("/svc"), "steady", 2, Duration::from_millis(5)),
     ];
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -534,15 +470,15 @@ async fn the_platform_database_cut_under_load_costs_no_request_and_no_duplicate_
     );
     // Leases (1.5 s + 2 s) and the reaper's grace have passed: anything to take over is.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let results = loads.map(Paced::stop);
+    let results = loads.map(Load::stop);
 
     let mut times: BTreeMap<String, usize> = BTreeMap::new();
     for at in runs(&a).into_iter().chain(runs(&b)) {
         *times.entry(at).or_default() += 1;
     }
     let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
-    let lost: usize = results.iter().map(|r| r.1.len()).sum();
-    let ok: u64 = results.iter().map(|r| r.0).sum();
+    let lost: usize = results.iter().map(|r| r.failures.len()).sum();
+    let ok: u64 = results.iter().map(|r| r.ok).sum();
     let late = count(&a, "record after all") + count(&b, "record after all");
     println!(
         "faults: platform database cut for {:.1} s under load: {ok} requests served, {lost} failed; {} fire times run, {} run twice, {late} run records written once it was back; the refused deploy answered in {} ms",
@@ -555,7 +491,7 @@ async fn the_platform_database_cut_under_load_costs_no_request_and_no_duplicate_
         lost,
         0,
         "{:?}",
-        results.iter().map(|r| &r.1).collect::<Vec<_>>()
+        results.iter().map(|r| &r.failures).collect::<Vec<_>>()
     );
     assert!(
         twice.is_empty(),
@@ -670,28 +606,6 @@ async fn a_platform_database_that_stops_answering_costs_a_deploy_a_503_not_a_han
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(catalog_faults(&db), Vec::<String>::new());
-}
-
-/// A copy of `module` padded with a custom section to `size` bytes or more, at `path`.
-fn padded(module: &Path, path: &Path, size: usize) {
-    let mut bytes = std::fs::read(module).unwrap();
-    let name = b"padding";
-    let mut content = vec![name.len() as u8];
-    content.extend_from_slice(name);
-    content.resize(content.len() + size.saturating_sub(bytes.len()), 0);
-    bytes.push(0); // custom section
-    let mut n = content.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            bytes.push(byte);
-            break;
-        }
-        bytes.push(byte | 0x80);
-    }
-    bytes.extend_from_slice(&content);
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// When, in a deploy, the dispatcher is killed.

@@ -341,20 +341,6 @@ fn module(attack: &Attack, port: u16) -> String {
     )
 }
 
-/// Open descriptors and resident memory (KiB) of a process.
-fn usage(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (fds, rss)
-}
-
 /// What a process's descriptors point at.
 fn descriptors(pid: u32) -> Vec<String> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
@@ -438,16 +424,16 @@ async fn hostile_guests_get_errors_and_the_platform_serves_on() {
             }
             assert!(echo_answers().await, "echo after {}", attack.name);
         }
-        let (fds, rss) = usage(pid);
+        let (fds, rss) = d.usage();
         println!("round {round}: {fds} descriptors, {rss} KiB resident");
         match level {
             None => level = Some((fds, rss)),
             Some((fds0, rss0)) => {
                 // Connections the guests held close with their instances.
                 assert!(
-                    wait_until(Duration::from_secs(5), || usage(pid).0 <= fds0 + 2),
+                    wait_until(Duration::from_secs(5), || d.usage().0 <= fds0 + 2),
                     "round {round}: descriptors {} after, {fds0} before: {:?}",
-                    usage(pid).0,
+                    d.usage().0,
                     descriptors(pid)
                 );
                 assert!(

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{addr, back_near, read_to_close, serving, start, status_of, usage, TOKEN};
+use super::{addr, back_near, read_to_close, serving, start, status_of, TOKEN};
 use crate::harness::{client, wasm};
 
 #[tokio::test]
@@ -16,7 +16,7 @@ async fn a_flood_of_bad_tokens_gets_429_and_one_log_line_and_the_right_token_get
     let dir = tempfile::tempdir().unwrap();
     let d = start(dir.path(), &[]);
     serving(&d).await;
-    let before = usage(&d);
+    let before = d.usage();
     let url = d.url("/_dispatcher/functions");
     let http = client();
     let started = Instant::now();
@@ -213,7 +213,7 @@ async fn malformed_deploys_each_get_a_clear_4xx_and_the_platform_serves() {
             "larger than 1048576 bytes",
         ),
     ];
-    let before = usage(&d);
+    let before = d.usage();
     for (what, content_type, body, status, needle) in cases {
         let (got, json) = deploy(&url, content_type, body).await;
         let message = json["message"].as_str().unwrap_or_default();

@@ -1,7 +1,7 @@
 //! A load generator: clients posting back to back while a test changes the platform.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
@@ -31,12 +31,28 @@ impl Load {
         Self::start_method(Method::POST, url, body, concurrency)
     }
 
+    /// Like [`Load::start`], each client sending one request every `every` instead of back to
+    /// back: on a small machine the platform's timers (and a test's proxy) still get the CPU.
+    pub fn paced(url: String, body: &'static str, concurrency: usize, every: Duration) -> Load {
+        Self::run(Method::POST, url, body, concurrency, Some(every))
+    }
+
     /// Like [`Load::start`], with `method` instead of POST (`body` is sent with any method).
     pub fn start_method(
         method: Method,
         url: String,
         body: &'static str,
         concurrency: usize,
+    ) -> Load {
+        Self::run(method, url, body, concurrency, None)
+    }
+
+    fn run(
+        method: Method,
+        url: String,
+        body: &'static str,
+        concurrency: usize,
+        every: Option<Duration>,
     ) -> Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -53,7 +69,11 @@ impl Load {
                     let method = method.clone();
                     tasks.push(tokio::spawn(async move {
                         let http = client();
+                        let mut tick = every.map(tokio::time::interval);
                         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                            if let Some(tick) = &mut tick {
+                                tick.tick().await;
+                            }
                             let outcome =
                                 match http.request(method.clone(), &url).body(body).send().await {
                                     Ok(r) => {

@@ -124,6 +124,28 @@ pub fn wat_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
     path
 }
 
+/// A copy of `module` padded with a custom section to `size` bytes or more, at `path`.
+pub fn padded(module: &Path, path: &Path, size: usize) {
+    let mut bytes = std::fs::read(module).unwrap();
+    let name = b"padding";
+    let mut content = vec![name.len() as u8];
+    content.extend_from_slice(name);
+    content.resize(content.len() + size.saturating_sub(bytes.len()), 0);
+    bytes.push(0); // custom section
+    let mut n = content.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&content);
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// Writes a manifest file `<name>.toml` into `dir`.
 pub fn manifest(dir: &Path, name: &str, body: &str) {
     std::fs::write(dir.join(format!("{name}.toml")), body).unwrap();

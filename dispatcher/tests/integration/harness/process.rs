@@ -133,6 +133,21 @@ impl Dispatcher {
         })
     }
 
+    /// Its open descriptors and resident memory (KiB), from /proc.
+    pub fn usage(&self) -> (usize, u64) {
+        let pid = self.child.id();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        (fds, rss)
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         // SAFETY: plain kill(2) on our own child's pid.
