@@ -328,10 +328,11 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// `probe` on a schedule that fires every second, runs overlapping allowed, no HTTP route.
-fn write_probe_manifest(dir: &Path, wasm: &Path) -> anyhow::Result<()> {
+/// `probe` on a schedule that fires every second, runs overlapping allowed (so none is
+/// skipped), no HTTP route.
+pub(super) fn probe_manifest(wasm: &Path) -> String {
     // `{:?}` quotes a string as a TOML basic string would (escapes included).
-    let manifest = format!(
+    format!(
         "name = \"probe\"\n\
          wasm = {:?}\n\
          \n\
@@ -339,9 +340,13 @@ fn write_probe_manifest(dir: &Path, wasm: &Path) -> anyhow::Result<()> {
          cron = \"* * * * * *\"\n\
          overlap = \"allow\"\n",
         wasm.to_string_lossy()
-    );
+    )
+}
+
+fn write_probe_manifest(dir: &Path, wasm: &Path) -> anyhow::Result<()> {
     let file = dir.join("probe.toml");
-    std::fs::write(&file, manifest).with_context(|| format!("cannot write {}", file.display()))
+    std::fs::write(&file, probe_manifest(wasm))
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ fn run(artifacts: &Artifacts) -> anyhow::Result<Vec<Row>> {
         .context("cannot create a temporary folder")?;
     let manifests = tmp.path().join("manifests");
     copy_demo_manifests(artifacts, &manifests)?;
-    let probe_manifest = probe_manifest(&wasm(artifacts, "probe")?);
+    let probe_manifest = super::schedule::probe_manifest(&wasm(artifacts, "probe")?);
     std::fs::write(manifests.join("probe.toml"), &probe_manifest)
         .context("cannot write the probe's manifest")?;
 
@@ -392,19 +392,6 @@ fn module_stem(line: &str) -> Option<String> {
     let value = line.strip_prefix("wasm")?.trim_start().strip_prefix('=')?;
     let path = PathBuf::from(value.trim().trim_matches('"'));
     Some(path.file_stem()?.to_string_lossy().into_owned())
-}
-
-/// `probe` on a schedule every second (runs may overlap, so none is skipped), no route.
-fn probe_manifest(wasm: &Path) -> String {
-    format!(
-        "name = \"probe\"\n\
-         wasm = {:?}\n\
-         \n\
-         [[trigger.schedule]]\n\
-         cron = \"* * * * * *\"\n\
-         overlap = \"allow\"\n",
-        wasm.to_string_lossy()
-    )
 }
 
 #[cfg(test)]
